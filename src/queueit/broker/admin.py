@@ -1,0 +1,142 @@
+"""Admin requests over STOMP, and the read-only snapshot behind ``queueit stat``.
+
+A client with the ``admin`` permission sends to ``/queueit/admin`` with a ``command``
+header and a ``reply-to`` (normally ``/temp-queue/NAME``); the broker answers there
+with a JSON body ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+
+Commands and their headers:
+
+* ``stat``                                      queues, topics, exchanges, connections
+* ``exchange-declare`` ``name``, ``type``       type: direct, fanout, topic
+* ``exchange-delete``  ``name``
+* ``bind`` / ``unbind`` ``exchange``, ``queue``, ``key``
+* ``queue-purge`` / ``queue-delete`` ``queue``
+
+Only destinations the user may administer are shown or changed.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from ..stomp import Send
+from .destinations import check_name
+from .errors import AccessDenied, BrokerError, InvalidDestination
+from .exchanges import TOPIC_EXCHANGE, ExchangeType
+from .queues import QueueKind
+
+if TYPE_CHECKING:
+    from .core import BrokerCore, SessionState
+
+
+def handle_admin(core: BrokerCore, s: SessionState, ev: Send) -> bytes:
+    """Run one admin request; return the JSON reply body."""
+    command = ev.headers.get("command", "")
+    try:
+        result = _run(core, s, command, ev.headers)
+    except BrokerError as exc:
+        return json.dumps({"ok": False, "error": exc.detail}).encode()
+    return json.dumps({"ok": True, **result}).encode()
+
+
+def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> dict[str, Any]:
+    perms = s.user.permissions
+
+    def need(destination: str) -> None:
+        if not perms.allows("admin", destination):
+            raise AccessDenied(s.user.name, "admin", destination)
+
+    if command == "stat":
+        return stat(core, lambda d: perms.allows("admin", d) or perms.allows("read", d))
+    if command == "exchange-declare":
+        name = check_name(h.get("name", ""), "exchange")
+        need(f"/exchange/{name}")
+        try:
+            kind = ExchangeType(h.get("type", "direct"))
+        except ValueError:
+            raise InvalidDestination("type must be direct, fanout or topic") from None
+        core.declare_exchange(name, kind)
+        return {}
+    if command == "exchange-delete":
+        name = h.get("name", "")
+        need(f"/exchange/{name}")
+        exchange = core.exchanges.get(name)
+        if exchange is None or exchange.builtin:
+            raise InvalidDestination(f"No deletable exchange named {name!r}.")
+        for key, queue in list(exchange.bindings):
+            exchange.unbind(queue, key)
+        del core.exchanges[name]
+        return {}
+    if command in ("bind", "unbind"):
+        exchange_name, queue_name, key = h.get("exchange", ""), h.get("queue", ""), h.get("key", "")
+        need(f"/exchange/{exchange_name}")
+        need(f"/queue/{queue_name}")
+        if command == "bind":
+            core.bind(exchange_name, queue_name, key)
+        else:
+            found, bound = core.exchanges.get(exchange_name), core.queues.get(queue_name)
+            if found is None or bound is None:
+                raise InvalidDestination("No such exchange or queue.")
+            found.unbind(bound, key)
+        return {}
+    if command in ("queue-purge", "queue-delete"):
+        name = h.get("queue", "")
+        need(f"/queue/{name}")
+        target = core.queues.get(name)
+        if target is None or target.kind is not QueueKind.NAMED:
+            raise InvalidDestination(f"No queue named {name!r}.")
+        if command == "queue-purge":
+            return {"purged": target.store.purge()}
+        if target.consumers:
+            raise InvalidDestination(f"Queue {name!r} has consumers; unsubscribe them first.")
+        core.delete_queue(target)
+        return {}
+    raise InvalidDestination(
+        f"Unknown admin command {command!r}; use stat, exchange-declare, exchange-delete, bind, unbind, "
+        "queue-purge or queue-delete."
+    )
+
+
+def stat(core: BrokerCore, visible: Any) -> dict[str, Any]:
+    queues = []
+    topics: dict[str, int] = {}
+    durable = []
+    for queue in core.queues.values():
+        if queue.kind is QueueKind.NAMED and visible(f"/queue/{queue.name}"):
+            queues.append(
+                {
+                    "name": queue.name,
+                    "depth": len(queue),
+                    "consumers": len(queue.consumers),
+                    "in_flight": queue.in_flight,
+                    "published": queue.published,
+                    "delivered": queue.delivered,
+                    "acked": queue.acked,
+                    "expired": queue.expired,
+                }
+            )
+        elif queue.kind is QueueKind.DURABLE:
+            durable.append(
+                {
+                    "name": queue.name.removeprefix("~durable/"),
+                    "depth": len(queue),
+                    "active": bool(queue.consumers),
+                }
+            )
+    for key, queue in core.exchanges[TOPIC_EXCHANGE].bindings:
+        if visible(f"/topic/{key}"):
+            topics[key] = topics.get(key, 0) + len(queue.consumers)
+    exchanges = [
+        {"name": e.name, "type": e.type.value, "bindings": [[k, q.name] for k, q in e.bindings]}
+        for e in core.exchanges.values()
+        if not e.builtin and visible(f"/exchange/{e.name}")
+    ]
+    return {
+        "store": core.store.capabilities.name,
+        "connections": len(core.sessions),
+        "queues": sorted(queues, key=lambda q: q["name"]),
+        "topics": [{"name": k, "subscribers": v} for k, v in sorted(topics.items())],
+        "durable_subscriptions": durable,
+        "exchanges": exchanges,
+    }

@@ -1,0 +1,35 @@
+"""The broker's message value."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: SEND headers that steer the broker and are not passed on in MESSAGE frames.
+CONTROL_HEADERS = frozenset(
+    {"destination", "receipt", "transaction", "content-length", "message-id", "subscription", "ack"}
+)
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """One message as a queue holds it.
+
+    ``headers`` are the headers passed on to consumers, in the order the producer sent
+    them (the producer's own headers plus ``content-type``, ``persistent`` etc.).
+    Identity, not value, makes two messages equal: a topic copy is a different message.
+    """
+
+    id: str
+    destination: str  # as the producer addressed it
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    persistent: bool = False
+    priority: int = 4
+    expires: int = 0  # epoch milliseconds; 0 = never
+    redelivered: bool = False
+    deliveries: int = 0
+    encoded: dict[str, str] = field(default_factory=dict)  # version -> cached header block
+
+    @property
+    def size(self) -> int:
+        return len(self.body)

@@ -1,0 +1,178 @@
+"""Queues, subscriptions, and the dispatch loop that joins them.
+
+Ownership: every object here belongs to the :class:`~queueit.broker.core.BrokerCore`
+and is touched only from the event-loop thread; nothing here awaits anything.
+
+Dispatch invariant: a queue hands a ready message to a consumer only when the consumer
+``can_take`` (its connection is writable and, for client acks, it holds fewer unacked
+messages than its prefetch). Consumers are served round-robin, so competing consumers
+share a queue evenly within their prefetch windows.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+from ..stomp import AckMode
+from .messages import Message
+
+if TYPE_CHECKING:
+    from .storage import QueueStore
+
+
+class Outlet(Protocol):
+    """What a subscription delivers into: one client connection."""
+
+    @property
+    def writable(self) -> bool: ...
+
+    def deliver(self, subscription: Subscription, message: Message) -> None: ...
+
+
+class QueueKind(enum.Enum):
+    NAMED = "queue"  # /queue/NAME, shared, kept until deleted
+    SUBSCRIPTION = "subscription"  # private queue of one topic/exchange subscription
+    DURABLE = "durable"  # a named topic subscription that outlives its connection
+    TEMPORARY = "temporary"  # /temp-queue/, deleted with its connection
+
+
+class Subscription:
+    __slots__ = (
+        "ack_mode",
+        "destination",
+        "id",
+        "outlet",
+        "owner",
+        "pending",
+        "prefetch",
+        "queue",
+        "unacked",
+    )
+
+    def __init__(
+        self,
+        id: str,
+        destination: str,
+        queue: Queue,
+        ack_mode: AckMode,
+        prefetch: int,
+        outlet: Outlet,
+        owner: str,
+        pending: dict[str, Subscription],
+    ) -> None:
+        self.id = id
+        self.destination = destination
+        self.queue = queue
+        self.ack_mode = ack_mode
+        self.prefetch = prefetch
+        self.outlet = outlet
+        self.owner = owner  # session id
+        self.pending = pending  # the session's ack-id index, shared by its subscriptions
+        # Delivered and not yet acked, in delivery order (cumulative ACK walks this order).
+        self.unacked: dict[str, Message] = {}
+
+    def can_take(self) -> bool:
+        return self.outlet.writable and (self.ack_mode is AckMode.AUTO or len(self.unacked) < self.prefetch)
+
+
+class Queue:
+    __slots__ = (
+        "_rr",
+        "acked",
+        "auto_delete",
+        "bindings",
+        "consumers",
+        "delivered",
+        "expired",
+        "kind",
+        "name",
+        "owner",
+        "published",
+        "store",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        store: QueueStore,
+        kind: QueueKind = QueueKind.NAMED,
+        *,
+        owner: str | None = None,
+    ) -> None:
+        self.name = name
+        self.store = store
+        self.kind = kind
+        self.owner = owner  # session id of an exclusive queue
+        self.auto_delete = kind in (QueueKind.SUBSCRIPTION, QueueKind.TEMPORARY)
+        self.consumers: list[Subscription] = []
+        self.bindings: set[tuple[str, str]] = set()  # (exchange, key) pairs, for unbinding
+        self._rr = 0
+        self.published = 0
+        self.delivered = 0
+        self.acked = 0
+        self.expired = 0
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(c.unacked) for c in self.consumers)
+
+    def publish(self, message: Message, now_ms: int) -> None:
+        self.published += 1
+        self.store.put(message)
+        if self.consumers:
+            self.dispatch(now_ms)
+
+    def dispatch(self, now_ms: int) -> None:
+        """Hand ready messages to consumers that can take them, round-robin."""
+        consumers = self.consumers
+        store = self.store
+        while consumers and len(store):
+            n = len(consumers)
+            for _ in range(n):
+                sub = consumers[self._rr % n]
+                self._rr += 1
+                if sub.can_take():
+                    break
+            else:
+                return
+            message = store.take()
+            if message is None:  # pragma: no cover - len(store) said otherwise
+                return
+            if message.expires and message.expires <= now_ms:
+                self.expired += 1
+                store.settle(message)
+                continue
+            self._deliver(sub, message)
+
+    def _deliver(self, sub: Subscription, message: Message) -> None:
+        message.deliveries += 1
+        self.delivered += 1
+        if sub.ack_mode is AckMode.AUTO:
+            self.store.settle(message)
+            self.acked += 1
+        else:
+            sub.unacked[message.id] = message
+            sub.pending[message.id] = sub
+        sub.outlet.deliver(sub, message)
+
+    def settle(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            self.store.settle(message)
+        self.acked += len(messages)
+
+    def requeue(self, messages: Sequence[Message]) -> None:
+        """Put messages back at the head, flagged redelivered, in the order given."""
+        for message in messages:
+            message.redelivered = True
+        self.store.requeue(messages)
+
+    def add_consumer(self, sub: Subscription) -> None:
+        self.consumers.append(sub)
+
+    def remove_consumer(self, sub: Subscription) -> None:
+        self.consumers.remove(sub)

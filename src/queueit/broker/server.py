@@ -1,0 +1,141 @@
+"""The asyncio server: listeners, connection admission, authentication, shutdown.
+
+``run_broker(settings, stop)`` is the whole life of a broker process: build the core
+from the settings, listen (plain and TLS), serve until ``stop`` is set, then stop
+accepting, flush and close every connection, and close the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from collections import Counter
+from collections.abc import Coroutine
+from typing import Any
+
+from .._version import __version__
+from ..stomp import Connect
+from .auth import Authenticator, User, UserDB
+from .config import BrokerSettings
+from .core import BrokerCore
+from .session import Session
+from .storage import MemoryStore, MessageStore
+
+log = logging.getLogger("queueit.broker")
+
+
+class BrokerServer:
+    def __init__(self, settings: BrokerSettings, core: BrokerCore, authenticator: Authenticator) -> None:
+        self.settings = settings
+        self.core = core
+        self.authenticator = authenticator
+        self.server_name = f"queueit/{__version__}"
+        self.sessions: set[Session] = set()
+        self._per_ip: Counter[str] = Counter()
+        self._servers: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port)
+
+    # -- listening ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        s = self.settings
+        server = await loop.create_server(lambda: Session(self), s.host, s.port, reuse_address=True)
+        self._servers.append(server)
+        self.addresses.append(("stomp", *_bound(server)))
+        if s.tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.minimum_version = ssl.TLSVersion.TLSv1_2
+            context.load_cert_chain(s.tls.cert, s.tls.key)
+            tls_server = await loop.create_server(
+                lambda: Session(self), s.tls.host or s.host, s.tls.port, ssl=context, reuse_address=True
+            )
+            self._servers.append(tls_server)
+            self.addresses.append(("stomp+ssl", *_bound(tls_server)))
+
+    async def stop(self) -> None:
+        """Stop accepting, flush and close every connection, wait for them to go."""
+        for server in self._servers:
+            server.close()
+        for session in list(self.sessions):
+            session.shutdown()
+        deadline = asyncio.get_running_loop().time() + self.settings.shutdown_timeout
+        while self.sessions and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+        for session in list(self.sessions):
+            if session.transport is not None:
+                session.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        self.core.store.close()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    def admit(self, session: Session) -> str | None:
+        """Count a new connection in, or say why it is refused."""
+        s = self.settings
+        ip = session.peer or "?"
+        if len(self.sessions) >= s.max_connections:
+            return f"The broker accepts at most {s.max_connections} connections."
+        if self._per_ip[ip] >= s.max_connections_per_ip:
+            return f"The broker accepts at most {s.max_connections_per_ip} connections from one address."
+        self.sessions.add(session)
+        self._per_ip[ip] += 1
+        return None
+
+    def forget(self, session: Session) -> None:
+        if session in self.sessions:
+            self.sessions.discard(session)
+            ip = session.peer or "?"
+            self._per_ip[ip] -= 1
+            if self._per_ip[ip] <= 0:
+                del self._per_ip[ip]
+
+    async def authenticate(self, event: Connect, peer: str | None) -> User | str:
+        # scrypt takes tens of milliseconds: keep it off the event loop.
+        return await asyncio.to_thread(self.authenticator.authenticate, event.login, event.passcode, peer)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _bound(server: asyncio.Server) -> tuple[str, int]:
+    host, port = server.sockets[0].getsockname()[:2]
+    return (str(host), int(port))
+
+
+def build_core(settings: BrokerSettings, store: MessageStore | None = None) -> BrokerCore:
+    core = BrokerCore(store or MemoryStore(), settings.limits)
+    for spec in settings.exchanges:
+        core.declare_exchange(spec.name, spec.type)
+    for binding in settings.bindings:
+        core.bind(binding.exchange, binding.queue, binding.key)
+    return core
+
+
+async def run_broker(settings: BrokerSettings, stop: asyncio.Event) -> None:
+    """Serve until ``stop`` is set; log one line when ready."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    users = UserDB.load(settings.users_path)
+    server = BrokerServer(settings, build_core(settings), Authenticator(users, settings.auth))
+    await server.start()
+    where = ", ".join(f"{scheme}://{host}:{port}" for scheme, host, port in server.addresses)
+    log.info(
+        "queueit %s ready on %s (data dir %s, store %s)",
+        __version__,
+        where,
+        settings.data_dir,
+        server.core.store.capabilities.name,
+    )
+    try:
+        await stop.wait()
+    finally:
+        log.info("shutting down: closing %d connection(s)", len(server.sessions))
+        await server.stop()
+        log.info("stopped")

@@ -1,0 +1,272 @@
+"""One client connection: socket bytes <-> ServerConnection <-> BrokerCore.
+
+This is the only module that touches a transport. It is an ``asyncio.Protocol`` rather
+than a stream pair: ``data_received`` feeds the protocol object directly, and
+``pause_writing``/``resume_writing`` tell the core when the client cannot take more, so
+dispatch stops for that client and nobody else waits.
+
+Ownership: a Session owns its ``ServerConnection``, its outbound buffer and its timers.
+Writes are collected during one loop iteration and flushed once (``call_soon``), so a
+burst of MESSAGE and RECEIPT frames costs one system call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+from ..stomp import (
+    EOL,
+    AckMode,
+    BeatAction,
+    Connect,
+    Disconnect,
+    ServerConnection,
+    State,
+    StompProtocolError,
+)
+from .auth import User
+from .errors import BrokerError
+from .messages import Message
+
+if TYPE_CHECKING:
+    from .core import BrokerCore, SessionState
+    from .queues import Subscription
+    from .server import BrokerServer
+
+log = logging.getLogger("queueit.broker")
+
+#: Stop handing messages to a connection once this many bytes wait to be written.
+OUTBOUND_HIGH_WATER = 256 * 1024
+
+
+class Session(asyncio.Protocol):
+    def __init__(self, server: BrokerServer) -> None:
+        self.server = server
+        self.core: BrokerCore = server.core
+        self.loop = asyncio.get_running_loop()
+        settings = server.settings
+        self.conn = ServerConnection(
+            settings.limits,
+            heartbeat=settings.heartbeat,
+            grace=settings.heartbeat_grace,
+            server_name=server.server_name,
+        )
+        self.transport: asyncio.Transport | None = None
+        self.peer: str | None = None
+        self.state: SessionState | None = None
+        self._out: list[bytes] = []
+        self._out_bytes = 0
+        self._flush_scheduled = False
+        self._paused = False  # the transport's buffer is full
+        self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
+        self._closing = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._clock: Callable[[], float] = time.monotonic
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream server's transports are asyncio.Transport-like (uvloop's do not subclass it).
+        self.transport = cast(asyncio.Transport, transport)
+        peer = self.transport.get_extra_info("peername")
+        self.peer = peer[0] if isinstance(peer, tuple) else None
+        refusal = self.server.admit(self)
+        if refusal is not None:
+            self._fail("Too many connections", refusal)
+            return
+        self._timer = self.loop.call_later(self.server.settings.login_timeout, self._login_timeout)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.conn.receive_data(data, self._clock())
+        self._process()
+
+    def eof_received(self) -> bool | None:
+        return None  # close our side too
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
+        if self.conn.state is not State.CLOSED:
+            self.conn.close()
+        if self.state is not None:
+            self.core.close_session(self.state)
+            self.state = None
+        self._out.clear()
+        self.server.forget(self)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.state is not None and not self._closing:
+            self.core.resume(self.state)
+
+    # -- Outlet (called by the core) ----------------------------------------------------------
+
+    @property
+    def writable(self) -> bool:
+        if self._paused or self._closing:
+            return False
+        if self._out_bytes >= OUTBOUND_HIGH_WATER:
+            self._starved = True
+            return False
+        return True
+
+    def deliver(self, subscription: Subscription, message: Message) -> None:
+        headers = message.headers
+        if message.redelivered:
+            headers = (*headers, ("redelivered", "true"))
+        ack = None if subscription.ack_mode is AckMode.AUTO else message.id
+        self._write(
+            self.conn.message(message.destination, message.id, subscription.id, ack, headers, message.body)
+        )
+
+    # -- frames ------------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        conn = self.conn
+        state = self.state
+        while not self._closing:
+            try:
+                event = conn.next_event()
+            except StompProtocolError as exc:
+                self._fail_protocol(exc)
+                return
+            if event is None:
+                if conn.buffered and conn.state is State.AUTHENTICATING and self.transport is not None:
+                    self.transport.pause_reading()  # resumed after authentication
+                return
+            if isinstance(event, Connect):
+                self._start_login(event)
+                return
+            assert state is not None
+            try:
+                self.core.handle(state, event)
+            except BrokerError as exc:
+                self._fail(exc.message, exc.detail, getattr(event, "receipt", None))
+                return
+            except Exception:
+                log.exception("internal error handling %s from %s", type(event).__name__, self.peer)
+                self._fail(
+                    "Internal error",
+                    "The broker failed to process this frame; see its log.",
+                    getattr(event, "receipt", None),
+                )
+                return
+            if event.receipt is not None:
+                self._write(conn.receipt(event.receipt))
+            if isinstance(event, Disconnect):
+                self._close_after_flush()
+                return
+
+    def _start_login(self, event: Connect) -> None:
+        async def login() -> None:
+            try:
+                result = await self.server.authenticate(event, self.peer)
+            except Exception:
+                log.exception("authentication failed with an internal error")
+                result = "Authentication failed (internal error); see the broker log"
+            self._finish_login(event, result)
+
+        self.server.spawn(login())
+
+    def _finish_login(self, event: Connect, result: User | str) -> None:
+        if self._closing:
+            return
+        if isinstance(result, str):
+            log.info("refused login %r from %s: %s", event.login, self.peer, result)
+            self._fail("Access refused", result, event.receipt)
+            return
+        self.state = self.core.open_session(self, result, client_id=event.headers.get("client-id"))
+        now = self._clock()
+        self._write(self.conn.accept(self.state.id, now))
+        if event.receipt is not None:
+            self._write(self.conn.receipt(event.receipt))
+        self._arm_timer()
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._process()
+
+    # -- output ------------------------------------------------------------------------------
+
+    def _write(self, data: bytes) -> None:
+        self._out.append(data)
+        self._out_bytes += len(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._out or self.transport is None or self.transport.is_closing():
+            self._out.clear()
+            self._out_bytes = 0
+            return
+        self.transport.write(b"".join(self._out))
+        self._out.clear()
+        self._out_bytes = 0
+        self.conn.note_sent(self._clock())
+        if self._starved and not self._paused and self.state is not None:
+            self._starved = False
+            self.core.resume(self.state)
+
+    def _fail_protocol(self, exc: StompProtocolError) -> None:
+        log.info("protocol error from %s: %s (%s)", self.peer, exc.message, exc.detail)
+        self._out.append(self.conn.error_for(exc))
+        self._close_after_flush()
+
+    def _fail(self, message: str, detail: str, receipt_id: str | None = None) -> None:
+        log.info("closing connection from %s: %s (%s)", self.peer, message, detail)
+        self._out.append(self.conn.error(message, detail, receipt_id=receipt_id))
+        self._close_after_flush()
+
+    def _close_after_flush(self) -> None:
+        """Flush what is buffered, then close; reading stops at once."""
+        self._flush()
+        self._closing = True
+        if self.transport is not None:
+            self.transport.close()  # asyncio writes out its buffer before closing the socket
+
+    def shutdown(self) -> None:
+        """The broker stops: flush and close this connection."""
+        if not self._closing:
+            self._close_after_flush()
+
+    # -- timers ------------------------------------------------------------------------------
+
+    def _login_timeout(self) -> None:
+        self._timer = None
+        if self.state is None and not self._closing:
+            self._fail("Login timeout", "No CONNECT frame was received in time.")
+
+    def _arm_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        deadline = self.conn.next_deadline()
+        if deadline is not None:
+            delay = max(deadline - self._clock(), 0.0)
+            self._timer = self.loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closing:
+            return
+        action = self.conn.on_timer(self._clock())
+        if action is BeatAction.PEER_DEAD:
+            log.info("closing connection from %s: no heart-beat from the client", self.peer)
+            self._closing = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        if action is BeatAction.SEND_BEAT and self.transport is not None:
+            self.transport.write(EOL)
+        self._arm_timer()

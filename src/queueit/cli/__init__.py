@@ -1,0 +1,1 @@
+"""The ``queueit`` command line: parses arguments and calls the library (nothing more)."""

@@ -1,0 +1,88 @@
+"""Frame building shared by the blocking and asyncio clients (one place, no I/O)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping
+
+from ..stomp import ClientConnection, Command, Message, ServerError
+from .errors import ServerRefused
+
+Body = bytes | str
+Headers = Mapping[str, str] | None
+
+
+class FrameBuilder:
+    """Turns client calls into frame bytes; tracks receipt and subscription ids."""
+
+    def __init__(self, conn: ClientConnection) -> None:
+        self.conn = conn
+        self._ids = itertools.count(1)
+
+    def next_id(self, prefix: str) -> str:
+        return f"{prefix}-{next(self._ids)}"
+
+    def send(
+        self,
+        destination: str,
+        body: Body,
+        headers: Headers,
+        transaction: str | None,
+        content_type: str | None,
+        receipt: str | None,
+    ) -> bytes:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        h = [("destination", destination)]
+        if content_type is None and isinstance(body, str):
+            content_type = "text/plain;charset=utf-8"
+        if content_type is not None:
+            h.append(("content-type", content_type))
+        if transaction is not None:
+            h.append(("transaction", transaction))
+        if headers:
+            h.extend(headers.items())
+        if receipt is not None:
+            h.append(("receipt", receipt))
+        return self.conn.frame(Command.SEND, h, data)
+
+    def subscribe(
+        self,
+        destination: str,
+        sub_id: str,
+        ack: str,
+        prefetch: int | None,
+        headers: Headers,
+        receipt: str | None,
+    ) -> bytes:
+        h = [("destination", destination), ("id", sub_id), ("ack", ack)]
+        if prefetch is not None:
+            h.append(("prefetch-count", str(prefetch)))
+        if headers:
+            h.extend(headers.items())
+        if receipt is not None:
+            h.append(("receipt", receipt))
+        return self.conn.frame(Command.SUBSCRIBE, h)
+
+    def simple(self, command: Command, headers: list[tuple[str, str]], receipt: str | None) -> bytes:
+        if receipt is not None:
+            headers = [*headers, ("receipt", receipt)]
+        return self.conn.frame(command, headers)
+
+    def settle(
+        self,
+        command: Command,
+        message: Message,
+        transaction: str | None,
+        headers: Headers,
+        receipt: str | None,
+    ) -> bytes:
+        h = self.conn.ack_headers(message)
+        if transaction is not None:
+            h.append(("transaction", transaction))
+        if headers:
+            h.extend(headers.items())
+        return self.simple(command, h, receipt)
+
+
+def refused(event: ServerError) -> ServerRefused:
+    return ServerRefused(event.message, event.body.decode("utf-8", "replace"), event.receipt_id)

@@ -1,0 +1,252 @@
+"""An asyncio STOMP client on :class:`queueit.stomp.ClientConnection`.
+
+A reader task parses frames as they arrive: MESSAGE frames go to a bounded queue read by
+:meth:`AsyncClient.receive`, RECEIPTs resolve futures, heart-beats run on a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from types import TracebackType
+
+from ..stomp import (
+    EOL,
+    BeatAction,
+    ClientConnection,
+    Command,
+    Connected,
+    Limits,
+    Message,
+    Receipt,
+    ServerError,
+    StompProtocolError,
+)
+from ._common import Body, FrameBuilder, Headers, refused
+from .errors import ClientError, ConnectionClosed, ReceiveTimeout
+
+
+class AsyncClient:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 61613,
+        *,
+        login: str | None = None,
+        passcode: str | None = None,
+        vhost: str | None = None,
+        heartbeat: tuple[int, int] = (10_000, 10_000),
+        timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
+        limits: Limits | None = None,
+        max_buffered: int = 10_000,
+    ) -> None:
+        self.host, self.port = host, port
+        self._login, self._passcode, self._vhost = login, passcode, vhost or host
+        self._heartbeat = heartbeat
+        self.timeout = timeout
+        self._tls = tls
+        self.conn = ClientConnection(limits)
+        self._frames = FrameBuilder(self.conn)
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._messages: asyncio.Queue[Message] = asyncio.Queue(max_buffered)
+        self._receipts: dict[str, asyncio.Future[None]] = {}
+        self._connected: asyncio.Future[Connected] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._error: ClientError | None = None
+
+    async def connect(self) -> Connected:
+        loop = asyncio.get_running_loop()
+        self._reader, self._writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port, ssl=self._tls), self.timeout
+        )
+        self._connected = loop.create_future()
+        self._write(
+            self.conn.connect(
+                self._vhost, login=self._login, passcode=self._passcode, heartbeat=self._heartbeat
+            )
+        )
+        self._tasks.append(loop.create_task(self._read_loop()))
+        connected = await asyncio.wait_for(asyncio.shield(self._connected), self.timeout)
+        self._tasks.append(loop.create_task(self._beat_loop()))
+        return connected
+
+    async def disconnect(self, *, receipt: bool = True) -> None:
+        if self._writer is None:
+            return
+        with contextlib.suppress(ClientError, asyncio.TimeoutError):
+            await self._simple(Command.DISCONNECT, [], receipt)
+        await self.close()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):
+                await self._writer.wait_closed()
+            self._writer = None
+
+    async def __aenter__(self) -> AsyncClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if exc_type is None:
+            await self.disconnect()
+        else:
+            await self.close()
+
+    # -- operations --------------------------------------------------------------------------
+
+    async def send(
+        self,
+        destination: str,
+        body: Body = b"",
+        *,
+        headers: Headers = None,
+        receipt: bool = False,
+        transaction: str | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        rid = self._frames.next_id("send") if receipt else None
+        await self._emit(self._frames.send(destination, body, headers, transaction, content_type, rid), rid)
+
+    async def subscribe(
+        self,
+        destination: str,
+        *,
+        id: str | None = None,
+        ack: str = "auto",
+        prefetch: int | None = None,
+        headers: Headers = None,
+        receipt: bool = False,
+    ) -> str:
+        sub_id = id or self._frames.next_id("sub")
+        rid = self._frames.next_id("subscribe") if receipt else None
+        await self._emit(self._frames.subscribe(destination, sub_id, ack, prefetch, headers, rid), rid)
+        return sub_id
+
+    async def unsubscribe(self, sub_id: str, *, receipt: bool = False) -> None:
+        await self._simple(Command.UNSUBSCRIBE, [("id", sub_id)], receipt)
+
+    async def ack(self, message: Message, *, transaction: str | None = None, receipt: bool = False) -> None:
+        rid = self._frames.next_id("ack") if receipt else None
+        await self._emit(self._frames.settle(Command.ACK, message, transaction, None, rid), rid)
+
+    async def nack(
+        self, message: Message, *, transaction: str | None = None, requeue: bool = True, receipt: bool = False
+    ) -> None:
+        rid = self._frames.next_id("nack") if receipt else None
+        extra = None if requeue else {"requeue": "false"}
+        await self._emit(self._frames.settle(Command.NACK, message, transaction, extra, rid), rid)
+
+    async def begin(self, transaction: str | None = None) -> str:
+        tx = transaction or self._frames.next_id("tx")
+        await self._simple(Command.BEGIN, [("transaction", tx)], False)
+        return tx
+
+    async def commit(self, transaction: str, *, receipt: bool = True) -> None:
+        await self._simple(Command.COMMIT, [("transaction", transaction)], receipt)
+
+    async def abort(self, transaction: str, *, receipt: bool = True) -> None:
+        await self._simple(Command.ABORT, [("transaction", transaction)], receipt)
+
+    async def receive(self, timeout: float | None = None) -> Message:
+        if self._error is not None and self._messages.empty():
+            raise self._error
+        try:
+            return await asyncio.wait_for(self._messages.get(), self.timeout if timeout is None else timeout)
+        except TimeoutError:
+            if self._error is not None:
+                raise self._error from None
+            raise ReceiveTimeout("nothing received in time") from None
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _simple(self, command: Command, headers: list[tuple[str, str]], receipt: bool) -> None:
+        rid = self._frames.next_id(command.value.lower()) if receipt else None
+        await self._emit(self._frames.simple(command, headers, rid), rid)
+
+    async def _emit(self, data: bytes, rid: str | None) -> None:
+        if rid is None:
+            self._write(data)
+            if self._writer is not None:
+                await self._writer.drain()
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._receipts[rid] = future
+        self._write(data)
+        try:
+            await asyncio.wait_for(future, self.timeout)
+        finally:
+            self._receipts.pop(rid, None)
+
+    def _write(self, data: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._writer is None:
+            raise ConnectionClosed("not connected")
+        self._writer.write(data)
+        self.conn.note_sent(time.monotonic())
+
+    async def _read_loop(self) -> None:
+        assert self._reader is not None
+        try:
+            while True:
+                data = await self._reader.read(65536)
+                if not data:
+                    raise ConnectionClosed("the server closed the connection")
+                now = time.monotonic()
+                self.conn.receive_data(data, now)
+                while (event := self.conn.next_event(now)) is not None:
+                    await self._on_event(event)
+        except StompProtocolError as exc:
+            self._fail(ConnectionClosed(f"protocol error from server: {exc.message}"))
+        except ClientError as exc:
+            self._fail(exc)
+        except OSError as exc:
+            self._fail(ConnectionClosed(f"receive failed: {exc}"))
+
+    async def _on_event(self, event: Connected | Message | Receipt | ServerError) -> None:
+        if isinstance(event, Message):
+            await self._messages.put(event)
+        elif isinstance(event, Receipt):
+            future = self._receipts.get(event.receipt_id)
+            if future is not None and not future.done():
+                future.set_result(None)
+        elif isinstance(event, Connected):
+            if self._connected is not None and not self._connected.done():
+                self._connected.set_result(event)
+        else:
+            raise refused(event)
+
+    def _fail(self, error: ClientError) -> None:
+        self._error = error
+        for future in [*self._receipts.values(), self._connected]:
+            if future is not None and not future.done():
+                future.set_exception(error)
+
+    async def _beat_loop(self) -> None:
+        while True:
+            deadline = self.conn.next_deadline()
+            if deadline is None:
+                return
+            await asyncio.sleep(max(deadline - time.monotonic(), 0.0))
+            action = self.conn.on_timer(time.monotonic())
+            if action is BeatAction.SEND_BEAT and self._writer is not None:
+                self._writer.write(EOL)
+            elif action is BeatAction.PEER_DEAD:
+                self._fail(ConnectionClosed("no heart-beat from the server"))
+                if self._writer is not None:
+                    self._writer.close()
+                return

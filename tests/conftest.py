@@ -1,0 +1,103 @@
+"""Shared fixtures: a real ``queueit serve`` process on 127.0.0.1 and a random port.
+
+Tests that need an outside service call :func:`require` with the reason it is missing:
+locally the test is skipped with that reason, in CI (``CI=true``) it fails instead, so a
+missing install step in ``.ci/run`` can never pass silently.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+READY_RE = re.compile(r"ready on stomp://(?P<host>[0-9.]+):(?P<port>\d+)")
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip (locally) or fail (CI) when ``condition`` is false."""
+    if condition:
+        return
+    if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@dataclass
+class BrokerProcess:
+    """A running ``queueit serve``; ``log`` holds what it printed so far."""
+
+    process: subprocess.Popen[str]
+    host: str
+    port: int
+    data_dir: Path
+    log: list[str]
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        try:
+            rc = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            rc = self.process.wait(5)
+        assert self.process.stderr is not None
+        self.log.extend(self.process.stderr.read().splitlines())
+        return rc
+
+
+def start_broker(data_dir: Path, *extra: str, timeout: float = 20.0) -> BrokerProcess:
+    """Start ``python -m queueit serve`` on port 0 and wait for its ready line."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "queueit",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *extra,
+    ]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert proc.stderr is not None
+    log: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if not line:
+            break
+        log.append(line.rstrip("\n"))
+        match = READY_RE.search(line)
+        if match:
+            return BrokerProcess(proc, match["host"], int(match["port"]), data_dir, log)
+    proc.kill()
+    rest = proc.stderr.read()
+    raise RuntimeError("queueit serve did not become ready:\n" + "\n".join(log) + rest)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
+    """A fresh broker with the default configuration (guest/guest on loopback)."""
+    proc = start_broker(tmp_path / "data")
+    try:
+        yield proc
+    finally:
+        rc = proc.stop()
+        assert rc == 0, "broker did not shut down cleanly:\n" + "\n".join(proc.log)
+        assert not any("Traceback" in line for line in proc.log), "\n".join(proc.log)
