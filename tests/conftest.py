@@ -55,6 +55,7 @@ class BrokerProcess:
             rc = self.process.wait(5)
         assert self.process.stderr is not None
         self.log.extend(self.process.stderr.read().splitlines())
+        self.process.stderr.close()
         return rc
 
 
@@ -88,6 +89,8 @@ def start_broker(data_dir: Path, *extra: str, timeout: float = 20.0) -> BrokerPr
             return BrokerProcess(proc, match["host"], int(match["port"]), data_dir, log)
     proc.kill()
     rest = proc.stderr.read()
+    proc.wait()
+    proc.stderr.close()
     raise RuntimeError("queueit serve did not become ready:\n" + "\n".join(log) + rest)
 
 

@@ -291,7 +291,8 @@ class BrokerCore:
             if queue.owner is not None and queue.owner != s.id:
                 raise SubscriptionError(f"Queue {dest.name!r} is exclusive to another connection.")
         elif kind is Kind.TEMP_QUEUE:
-            self._temp_queue(s, ev.destination) if dest.name not in s.temp_queues else None
+            if dest.name not in s.temp_queues:
+                self._temp_queue(s, ev.destination)
             queue = s.temp_queues[dest.name]
             existing = s.subscriptions.get(ev.destination)
             if existing is not None and existing.queue is queue and ev.id != ev.destination:
@@ -317,7 +318,8 @@ class BrokerCore:
         else:
             owner = s.client_id or s.user.name
             qname = f"~durable/{owner}/{durable_name}"
-            queue = self.queues.get(qname) or self._create_queue(qname, QueueKind.DURABLE)
+            found_queue = self.queues.get(qname)
+            queue = self._create_queue(qname, QueueKind.DURABLE) if found_queue is None else found_queue
             if queue.consumers:
                 raise SubscriptionError(
                     f"Durable subscription {durable_name!r} of {owner!r} is in use by another connection."
@@ -490,7 +492,9 @@ class BrokerCore:
         if found is None:
             raise InvalidDestination(f"No exchange named {exchange!r}.")
         check_name(queue, "queue")
-        target = self.queues.get(queue) or self._create_queue(queue, QueueKind.NAMED)
+        target = self.queues.get(queue)
+        if target is None:
+            target = self._create_queue(queue, QueueKind.NAMED)
         found.bind(target, key)
 
     def _require(self, s: SessionState, permission: str, destination: str) -> None:

@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import ssl
 import time
+from collections.abc import Sequence
 from types import TracebackType
 
 from ..stomp import (
     EOL,
+    SUPPORTED_VERSIONS,
     BeatAction,
     ClientConnection,
     Command,
@@ -41,6 +43,7 @@ class AsyncClient:
         timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        versions: Sequence[str] = SUPPORTED_VERSIONS,
         max_buffered: int = 10_000,
     ) -> None:
         self.host, self.port = host, port
@@ -48,6 +51,7 @@ class AsyncClient:
         self._heartbeat = heartbeat
         self.timeout = timeout
         self._tls = tls
+        self._versions = tuple(versions)
         self.conn = ClientConnection(limits)
         self._frames = FrameBuilder(self.conn)
         self._reader: asyncio.StreamReader | None = None
@@ -66,7 +70,11 @@ class AsyncClient:
         self._connected = loop.create_future()
         self._write(
             self.conn.connect(
-                self._vhost, login=self._login, passcode=self._passcode, heartbeat=self._heartbeat
+                self._vhost,
+                login=self._login,
+                passcode=self._passcode,
+                heartbeat=self._heartbeat,
+                versions=self._versions,
             )
         )
         self._tasks.append(loop.create_task(self._read_loop()))

@@ -13,10 +13,12 @@ import socket
 import ssl
 import time
 from collections import deque
+from collections.abc import Sequence
 from types import TracebackType
 
 from ..stomp import (
     EOL,
+    SUPPORTED_VERSIONS,
     BeatAction,
     ClientConnection,
     Command,
@@ -46,12 +48,14 @@ class Client:
         timeout: float = 10.0,
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
+        versions: Sequence[str] = SUPPORTED_VERSIONS,
     ) -> None:
         self.host, self.port = host, port
         self._login, self._passcode, self._vhost = login, passcode, vhost or host
         self._heartbeat = heartbeat
         self.timeout = timeout
         self._tls = tls
+        self._versions = tuple(versions)
         self.conn = ClientConnection(limits)
         self._frames = FrameBuilder(self.conn)
         self._sock: socket.socket | None = None
@@ -69,7 +73,11 @@ class Client:
         self._sock = sock
         self._write(
             self.conn.connect(
-                self._vhost, login=self._login, passcode=self._passcode, heartbeat=self._heartbeat
+                self._vhost,
+                login=self._login,
+                passcode=self._passcode,
+                heartbeat=self._heartbeat,
+                versions=self._versions,
             )
         )
         deadline = time.monotonic() + self.timeout

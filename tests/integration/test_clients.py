@@ -1,0 +1,101 @@
+"""queueit's own blocking and asyncio clients against a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from queueit.client import AsyncClient, Client, ReceiveTimeout
+
+from ..conftest import BrokerProcess
+
+
+@pytest.mark.parametrize("version", ["1.0", "1.1", "1.2"])
+def test_sync_client_on_each_version(broker: BrokerProcess, version: str) -> None:
+    client = Client(*broker.address, versions=(version,))
+    connected = client.connect()
+    assert connected.version == version
+    client.subscribe("/queue/v" + version, ack="client-individual", receipt=True)
+    client.send("/queue/v" + version, "text: with\nnewline", headers={"x-k": "a:b"}, receipt=True)
+    message = client.receive()
+    assert message.body == b"text: with\nnewline"
+    assert message.headers["x-k"] == "a:b"
+    client.ack(message, receipt=True)
+    client.disconnect()
+
+
+def test_sync_client_ack_nack_transactions(broker: BrokerProcess) -> None:
+    with Client(*broker.address) as producer, Client(*broker.address) as consumer:
+        consumer.subscribe("/queue/work", ack="client-individual", prefetch=10, receipt=True)
+        tx = producer.begin()
+        producer.send("/queue/work", b"1", transaction=tx)
+        producer.send("/queue/work", b"2", transaction=tx)
+        with pytest.raises(ReceiveTimeout):
+            consumer.receive(timeout=0.3)
+        producer.commit(tx)
+        first, second = consumer.receive(), consumer.receive()
+        assert (first.body, second.body) == (b"1", b"2")
+        consumer.nack(first, receipt=True)
+        again = consumer.receive()
+        assert again.body == b"1"
+        assert again.headers["redelivered"] == "true"
+        consumer.ack(again)
+        consumer.ack(second, receipt=True)
+
+
+def test_async_client_round_trip(broker: BrokerProcess) -> None:
+    async def main() -> list[bytes]:
+        async with AsyncClient(*broker.address) as client:
+            await client.subscribe("/topic/a.*", receipt=True)
+            await client.subscribe("/queue/aq", ack="client-individual", receipt=True)
+            await client.send("/topic/a.b", b"topic", receipt=True)
+            await client.send("/queue/aq", b"queue", receipt=True)
+            got = []
+            for _ in range(2):
+                message = await client.receive(timeout=5)
+                got.append(message.body)
+                if message.ack:
+                    await client.ack(message, receipt=True)
+            return sorted(got)
+
+    assert asyncio.run(main()) == [b"queue", b"topic"]
+
+
+def test_many_producers_and_consumers_lose_nothing(broker: BrokerProcess) -> None:
+    per_producer, producers, consumers = 500, 4, 4
+    expected = {f"{p}-{i}".encode() for p in range(producers) for i in range(per_producer)}
+    received: list[bytes] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def consume() -> None:
+        with Client(*broker.address) as client:
+            client.subscribe("/queue/load", ack="client-individual", prefetch=20, receipt=True)
+            while not done.is_set():
+                try:
+                    message = client.receive(timeout=0.2)
+                except ReceiveTimeout:
+                    continue
+                client.ack(message)
+                with lock:
+                    received.append(message.body)
+                    if len(received) >= len(expected):
+                        done.set()
+
+    def produce(p: int) -> None:
+        with Client(*broker.address) as client:
+            for i in range(per_producer):
+                client.send("/queue/load", f"{p}-{i}".encode())
+
+    threads = [threading.Thread(target=consume) for _ in range(consumers)]
+    threads += [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
+    for t in threads:
+        t.start()
+    done.wait(60)
+    done.set()
+    for t in threads:
+        t.join(30)
+    assert len(received) == len(expected)
+    assert set(received) == expected
