@@ -18,7 +18,7 @@ class Delivery:
     message: Message
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity, like a real connection
 class RecordingOutlet:
     """An Outlet that records deliveries; ``writable`` can be switched off."""
 
@@ -27,6 +27,14 @@ class RecordingOutlet:
 
     def deliver(self, subscription: Subscription, message: Message) -> None:
         self.deliveries.append(Delivery(subscription.id, message))
+
+    blocked: bool = False
+
+    def block(self) -> None:
+        self.blocked = True
+
+    def unblock(self) -> None:
+        self.blocked = False
 
     def bodies(self) -> list[bytes]:
         return [d.message.body for d in self.deliveries]

@@ -14,6 +14,7 @@ from queueit.broker.errors import (
     TransactionError,
 )
 from queueit.broker.exchanges import ExchangeType
+from queueit.broker.queues import FLOW_HIGH
 from queueit.stomp import Abort, AckMode, Disconnect, Limits
 
 from .helpers import (
@@ -380,7 +381,7 @@ def test_bad_priority_and_expires_are_refused(name: str, value: str) -> None:
     core = make_core()
     s, _ = connect(core)
     with pytest.raises(InvalidHeader, match=name):
-        core.handle(s, send("/queue/q", **{name: value}))
+        core.handle(s, send("/queue/q", b"x", **{name: value}))
 
 
 def test_permissions_are_checked_per_destination() -> None:
@@ -453,3 +454,33 @@ def test_durable_subscription_in_use_is_refused() -> None:
     core.handle(a, subscribe("/topic/t", "s", durable="true"))
     with pytest.raises(SubscriptionError, match="in use"):
         core.handle(b, subscribe("/topic/t", "s", durable="true"))
+
+
+def test_flow_control_blocks_a_publisher_to_a_backed_up_queue_until_it_drains() -> None:
+    core = make_core()
+    producer, producer_out = connect(core)
+    consumer, consumer_out = connect(core)
+    core.handle(consumer, subscribe("/queue/q", "s"))
+    consumer_out.writable = False  # the consumer cannot keep up
+    for _ in range(FLOW_HIGH):
+        core.handle(producer, send("/queue/q"))
+    assert not producer_out.blocked
+    core.handle(producer, send("/queue/q"))
+    assert producer_out.blocked
+    consumer_out.writable = True
+    core.resume(consumer)
+    assert not producer_out.blocked
+    assert len(consumer_out.take()) == FLOW_HIGH + 1
+
+
+def test_flow_control_releases_publishers_when_the_last_consumer_leaves() -> None:
+    core = make_core()
+    producer, producer_out = connect(core)
+    consumer, consumer_out = connect(core)
+    core.handle(consumer, subscribe("/queue/q", "s"))
+    consumer_out.writable = False
+    for _ in range(FLOW_HIGH + 1):
+        core.handle(producer, send("/queue/q"))
+    assert producer_out.blocked
+    core.close_session(consumer)
+    assert not producer_out.blocked

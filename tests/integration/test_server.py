@@ -58,7 +58,7 @@ def test_receipts_for_every_frame_and_disconnect(broker: BrokerProcess, raw: Raw
         b"COMMIT\ntransaction:t\nreceipt:r4\n\n\x00",
     ]
     peer.write(b"".join(frames))
-    seen = []
+    seen: list[str] = []
     message = None
     while len(seen) < 4 or message is None:
         frame = peer.read_frame()

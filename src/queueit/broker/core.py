@@ -182,7 +182,7 @@ class BrokerCore:
         now = self.now_ms()
         kind = dest.kind
         if kind is Kind.QUEUE:
-            self._named_queue(s, dest.name, ev.destination).publish(message, now)
+            self._named_queue(s, dest.name, ev.destination).publish(message, now, s.outlet)
         elif kind is Kind.REPLY_QUEUE:
             queue = self.queues.get("~temp/" + dest.name)
             if queue is not None:  # a reply to a requester that has gone is dropped, as in RabbitMQ
@@ -193,7 +193,7 @@ class BrokerCore:
             for i, queue in enumerate(targets):
                 # Each queue gets its own copy with its own id: ack ids stay unique.
                 copy = message if i == 0 else self._copy(message)
-                queue.publish(copy, now)
+                queue.publish(copy, now, s.outlet)
 
     def _make_message(self, s: SessionState, ev: Send) -> Message:
         headers = ev.headers
@@ -256,6 +256,7 @@ class BrokerCore:
             if exchange is not None:
                 exchange.unbind(queue, key)
         queue.store.drop()
+        queue.release_publishers()
         self.queues.pop(queue.name, None)
 
     def _temp_queue(self, s: SessionState, destination: str) -> str:

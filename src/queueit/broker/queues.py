@@ -3,6 +3,12 @@
 Ownership: every object here belongs to the :class:`~queueit.broker.core.BrokerCore`
 and is touched only from the event-loop thread; nothing here awaits anything.
 
+Flow control: when a queue that has consumers holds more than ``FLOW_HIGH`` ready
+messages, every connection that publishes to it is blocked (the server stops reading its
+socket) until the queue is down to ``FLOW_LOW`` or loses its consumers. Producers then
+run at the consumers' pace instead of filling memory. (Queues without consumers are
+bounded by the storage limits of the durable store, not here.)
+
 Dispatch invariant: a queue hands a ready message to a consumer only when the consumer
 ``can_take`` (its connection is writable and, for client acks, it holds fewer unacked
 messages than its prefetch). Consumers are served round-robin, so competing consumers
@@ -29,6 +35,16 @@ class Outlet(Protocol):
     def writable(self) -> bool: ...
 
     def deliver(self, subscription: Subscription, message: Message) -> None: ...
+
+    def block(self) -> None:
+        """Stop reading from this client: a queue it publishes to is backed up."""
+        ...
+
+    def unblock(self) -> None: ...
+
+
+FLOW_HIGH = 20_000
+FLOW_LOW = 5_000
 
 
 class QueueKind(enum.Enum):
@@ -83,6 +99,7 @@ class Queue:
         "acked",
         "auto_delete",
         "bindings",
+        "blocked",
         "consumers",
         "delivered",
         "expired",
@@ -108,6 +125,7 @@ class Queue:
         self.auto_delete = kind in (QueueKind.SUBSCRIPTION, QueueKind.TEMPORARY)
         self.consumers: list[Subscription] = []
         self.bindings: set[tuple[str, str]] = set()  # (exchange, key) pairs, for unbinding
+        self.blocked: set[Outlet] = set()  # publishers held back by flow control
         self._rr = 0
         self.published = 0
         self.delivered = 0
@@ -121,11 +139,14 @@ class Queue:
     def in_flight(self) -> int:
         return sum(len(c.unacked) for c in self.consumers)
 
-    def publish(self, message: Message, now_ms: int) -> None:
+    def publish(self, message: Message, now_ms: int, publisher: Outlet | None = None) -> None:
         self.published += 1
         self.store.put(message)
         if self.consumers:
             self.dispatch(now_ms)
+            if publisher is not None and len(self.store) > FLOW_HIGH and publisher not in self.blocked:
+                self.blocked.add(publisher)
+                publisher.block()
 
     def dispatch(self, now_ms: int) -> None:
         """Hand ready messages to consumers that can take them, round-robin."""
@@ -139,7 +160,7 @@ class Queue:
                 if sub.can_take():
                     break
             else:
-                return
+                break
             message = store.take()
             if message is None:  # pragma: no cover - len(store) said otherwise
                 return
@@ -148,6 +169,13 @@ class Queue:
                 store.settle(message)
                 continue
             self._deliver(sub, message)
+        if self.blocked and (len(store) <= FLOW_LOW or not consumers):
+            self.release_publishers()
+
+    def release_publishers(self) -> None:
+        blocked, self.blocked = self.blocked, set()
+        for outlet in blocked:
+            outlet.unblock()
 
     def _deliver(self, sub: Subscription, message: Message) -> None:
         message.deliveries += 1
@@ -176,3 +204,5 @@ class Queue:
 
     def remove_consumer(self, sub: Subscription) -> None:
         self.consumers.remove(sub)
+        if not self.consumers and self.blocked:
+            self.release_publishers()

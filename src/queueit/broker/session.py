@@ -41,6 +41,8 @@ log = logging.getLogger("queueit.broker")
 
 #: Stop handing messages to a connection once this many bytes wait to be written.
 OUTBOUND_HIGH_WATER = 256 * 1024
+#: The transport reports "paused" above this many unsent bytes (asyncio's default is 64 KiB).
+TRANSPORT_HIGH_WATER = 1024 * 1024
 
 
 class Session(asyncio.Protocol):
@@ -64,6 +66,7 @@ class Session(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
+        self._flow_blocked = False  # a queue this client publishes to is backed up
         self._timer: asyncio.TimerHandle | None = None
         self._clock: Callable[[], float] = time.monotonic
 
@@ -72,6 +75,7 @@ class Session(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream server's transports are asyncio.Transport-like (uvloop's do not subclass it).
         self.transport = cast(asyncio.Transport, transport)
+        self.transport.set_write_buffer_limits(high=TRANSPORT_HIGH_WATER)
         peer = self.transport.get_extra_info("peername")
         self.peer = peer[0] if isinstance(peer, tuple) else None
         refusal = self.server.admit(self)
@@ -128,6 +132,17 @@ class Session(asyncio.Protocol):
         self._write(
             self.conn.message(message.destination, message.id, subscription.id, ack, headers, message.body)
         )
+
+    def block(self) -> None:
+        if not self._flow_blocked and self.transport is not None and not self._closing:
+            self._flow_blocked = True
+            self.transport.pause_reading()
+
+    def unblock(self) -> None:
+        if self._flow_blocked:
+            self._flow_blocked = False
+            if self.transport is not None and not self._closing and self.conn.state is State.CONNECTED:
+                self.transport.resume_reading()
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -191,7 +206,7 @@ class Session(asyncio.Protocol):
         if event.receipt is not None:
             self._write(self.conn.receipt(event.receipt))
         self._arm_timer()
-        if self.transport is not None:
+        if self.transport is not None and not self._flow_blocked:
             self.transport.resume_reading()
         self._process()
 

@@ -116,7 +116,9 @@ class FrameParser:
         buf = self._buf
         start = max(self._head_scan - 2, 0)
         end = buf.find(b"\n\n", start)
-        crlf = buf.find(b"\n\r\n", start)
+        # Look for a CRLF blank line only before the LF one: the buffer may hold many frames,
+        # and scanning all of them for every frame would cost quadratic time.
+        crlf = buf.find(b"\n\r\n", start, len(buf) if end == -1 else end + 1)
         if crlf != -1 and (end == -1 or crlf < end):
             end, body_start = crlf, crlf + 3
         elif end != -1:
@@ -150,7 +152,10 @@ class FrameParser:
         last_lf = buf.rfind(b"\n", new)
         if last_lf != -1:
             self._last_lf = last_lf
-        if len(buf) - self._last_lf - 1 > self.limits.max_header_line:
+        line_length = len(buf) - self._last_lf - 1
+        if buf and buf[-1] == _CR:
+            line_length -= 1  # the CR of a CRLF whose LF has not arrived yet
+        if line_length > self.limits.max_header_line:
             raise self._line_too_long()
         if self._head_lines > self.limits.max_headers + 1:
             raise StompProtocolError(
@@ -181,7 +186,8 @@ class FrameParser:
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             if len(raw) > max_line:
-                raise self._line_too_long(headers.get("receipt"))
+                # No receipt-id: fed in pieces, this is found before any header is parsed.
+                raise self._line_too_long()
             if b"\r" in raw:
                 raise StompProtocolError(
                     "Malformed header",
@@ -205,10 +211,14 @@ class FrameParser:
                     receipt_id=headers.get("receipt"),
                 ) from None
             if decode:
-                if "\\" in name:
-                    name = unescape(name, self.version)
-                if "\\" in value:
-                    value = unescape(value, self.version)
+                try:
+                    if "\\" in name:
+                        name = unescape(name, self.version)
+                    if "\\" in value:
+                        value = unescape(value, self.version)
+                except StompProtocolError as exc:
+                    exc.receipt_id = headers.get("receipt")
+                    raise
             if name not in headers:
                 headers[name] = value
         return headers
@@ -224,7 +234,11 @@ class FrameParser:
                 detail=f"content-length must be a non-negative integer, got {raw!r}.",
                 receipt_id=headers.get("receipt"),
             )
-        length = int(text)
+        # Compare digit counts first: int() refuses strings of more than 4300 digits.
+        digits = text.lstrip("0")
+        if len(digits) > len(str(self.limits.max_body_size)):
+            raise self._too_large(headers.get("receipt"))
+        length = int(digits or "0")
         if length > self.limits.max_body_size or self._body_start + length + 1 > self.max_frame_size:
             raise self._too_large(headers.get("receipt"))
         return length
@@ -254,7 +268,7 @@ class FrameParser:
                 if len(buf) - start > self.limits.max_body_size or len(buf) > self.max_frame_size:
                     raise self._too_large(frame.headers.get("receipt"))
                 return None
-            if end - start > self.limits.max_body_size:
+            if end - start > self.limits.max_body_size or end + 1 > self.max_frame_size:
                 raise self._too_large(frame.headers.get("receipt"))
         if end > start:
             if frame.command not in BODY_COMMANDS:
