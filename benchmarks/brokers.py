@@ -294,19 +294,19 @@ def pid(name: str) -> int | None:
         return pids[0] if pids else None
     if name == "activemq":
         try:
-            value = int(ACTIVEMQ_PIDFILE.read_text().strip())
+            amq_pid = int(ACTIVEMQ_PIDFILE.read_text().strip())
         except (OSError, ValueError):
             return None
-        return value if _alive(value) else None
+        return amq_pid if _alive(amq_pid) else None
     if name == "queueit":
         state = _queueit_state()
         if state is None:
             return None
-        value = _state_int(state, "pid")
-        if value is None or not _alive(value):
+        q_pid = _state_int(state, "pid")
+        if q_pid is None or not _alive(q_pid):
             return None
-        cmd = _cmdline(value)
-        return value if "queueit" in cmd and "serve" in cmd else None
+        cmd = _cmdline(q_pid)
+        return q_pid if "queueit" in cmd and "serve" in cmd else None
     raise BrokerError(f"unknown broker {name!r}")
 
 
@@ -317,7 +317,9 @@ def running() -> list[str]:
 # --------------------------------------------------------------------------------------------- start
 
 
-def start(name: str, port: int = DEFAULT_PORT, repo: Path = REPO, timeout: float = START_TIMEOUT_S) -> Running:
+def start(
+    name: str, port: int = DEFAULT_PORT, repo: Path = REPO, timeout: float = START_TIMEOUT_S
+) -> Running:
     """Start ``name`` fresh and return once it answers a STOMP CONNECT."""
     reason = unavailable(name, repo)
     if reason is not None:
@@ -465,11 +467,15 @@ def stop_all() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("action", choices=["start", "stop", "pid", "stop-all"])
     parser.add_argument("broker", nargs="?", choices=BROKERS)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="queueit's port (default %(default)s)")
-    parser.add_argument("--repo", type=Path, default=REPO, help="queueit checkout with .venv (default %(default)s)")
+    parser.add_argument(
+        "--repo", type=Path, default=REPO, help="queueit checkout with .venv (default %(default)s)"
+    )
     args = parser.parse_args(argv)
     if args.action != "stop-all" and args.broker is None:
         parser.error(f"{args.action} needs a broker name")

@@ -36,6 +36,9 @@ class RecordingOutlet:
     def unblock(self) -> None:
         self.blocked = False
 
+    def is_blocked(self) -> bool:
+        return self.blocked
+
     def bodies(self) -> list[bytes]:
         return [d.message.body for d in self.deliveries]
 

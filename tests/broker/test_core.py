@@ -464,12 +464,12 @@ def test_flow_control_blocks_a_publisher_to_a_backed_up_queue_until_it_drains() 
     consumer_out.writable = False  # the consumer cannot keep up
     for _ in range(FLOW_HIGH):
         core.handle(producer, send("/queue/q"))
-    assert not producer_out.blocked
+    assert not producer_out.is_blocked()
     core.handle(producer, send("/queue/q"))
-    assert producer_out.blocked
+    assert producer_out.is_blocked()
     consumer_out.writable = True
     core.resume(consumer)
-    assert not producer_out.blocked
+    assert not producer_out.is_blocked()
     assert len(consumer_out.take()) == FLOW_HIGH + 1
 
 
@@ -481,6 +481,6 @@ def test_flow_control_releases_publishers_when_the_last_consumer_leaves() -> Non
     consumer_out.writable = False
     for _ in range(FLOW_HIGH + 1):
         core.handle(producer, send("/queue/q"))
-    assert producer_out.blocked
+    assert producer_out.is_blocked()
     core.close_session(consumer)
-    assert not producer_out.blocked
+    assert not producer_out.is_blocked()

