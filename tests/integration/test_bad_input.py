@@ -3,6 +3,8 @@ nothing else is affected (the broker fixture also fails on any traceback in the 
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from queueit.client import Client
@@ -153,3 +155,21 @@ def test_garbage_then_healthy_broker(broker: BrokerProcess, raw: RawPeers) -> No
         assert peer.wait_closed()
     with Client(*broker.address) as client:
         client.send("/queue/ok", b"1", receipt=True)
+
+
+def test_bad_clients_leave_nothing_behind(broker: BrokerProcess, raw: RawPeers) -> None:
+    for i in range(50):
+        peer = raw(broker.address)
+        peer.connect()
+        peer.write(b"SUBSCRIBE\ndestination:/topic/t\nid:%d\n\n\x00" % i)
+        peer.write(b"SUBSCRIBE\ndestination:/queue/leak\nid:q\nack:client\n\n\x00")
+        peer.write(b"BEGIN\ntransaction:t\n\n\x00SEND\ndestination:/queue/leak\ntransaction:t\n\nx\x00")
+        peer.write(b"FROB\n\n\x00")
+        assert peer.read_frame().headers["message"] == "Unknown command"
+        assert peer.wait_closed()
+    with Client(*broker.address) as client:
+        client.send("/queueit/admin", b"", headers={"command": "stat", "reply-to": "/temp-queue/s"})
+        stat = json.loads(client.receive().body)
+    assert stat["connections"] == 1
+    assert stat["topics"] == []
+    assert [(q["name"], q["depth"], q["consumers"]) for q in stat["queues"]] == [("leak", 0, 0)]

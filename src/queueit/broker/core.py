@@ -243,9 +243,15 @@ class BrokerCore:
     def _admin(self, s: SessionState, ev: Send) -> None:
         reply = handle_admin(self, s, ev)
         reply_to = ev.headers["reply-to"]
-        target = self._temp_queue(s, reply_to) if reply_to.startswith("/temp-queue/") else reply_to
-        answer = Send(target, {"content-type": "application/json"}, reply, None, None)
-        self._publish(s, answer)
+        headers = {"content-type": "application/json"}
+        if reply_to.startswith("/temp-queue/"):
+            # The answer goes straight to the asker's own temp queue: no write permission needed.
+            self._temp_queue(s, reply_to)
+            queue = s.temp_queues[reply_to[len("/temp-queue/") :]]
+            message = Message(self._id_prefix + str(next(self._ids)), reply_to, tuple(headers.items()), reply)
+            queue.publish(message, self.now_ms())
+        else:
+            self._publish(s, Send(reply_to, headers, reply, None, None))
 
     def delete_queue(self, queue: Queue) -> None:
         self._delete_queue(queue)

@@ -36,10 +36,11 @@ def parse_heartbeat(value: str | None, *, receipt_id: str | None = None) -> tupl
             detail=f"heart-beat must be two non-negative integers like '10000,10000', got {value!r}.",
             receipt_id=receipt_id,
         )
-    if any(len(p.strip(" ").lstrip("0")) > len(str(MAX_INTERVAL_MS)) for p in parts):
+    numbers = [p.strip(" ").lstrip("0") or "0" for p in parts]
+    if any(len(n) > len(str(MAX_INTERVAL_MS)) for n in numbers):
         first = second = MAX_INTERVAL_MS + 1  # too many digits (int() refuses more than 4300)
     else:
-        first, second = (int(p) for p in parts)
+        first, second = (int(n) for n in numbers)
     if first > MAX_INTERVAL_MS or second > MAX_INTERVAL_MS:
         raise StompProtocolError(
             "Invalid heart-beat header",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .frames import BODY_COMMANDS, UNESCAPED_COMMANDS, Command
-from .grammar import V10, escape
+from .grammar import V10, V11, escape
 
 
 def encode_frame(
@@ -23,7 +23,8 @@ def encode_frame(
 
     Raises:
         ValueError: a body on a frame that must not have one, or a header that cannot be
-            represented in this version (a line break or NUL in 1.0 or in CONNECT).
+            represented in this version (a line break or NUL in 1.0 or in CONNECT, a CR
+            in 1.1, which has no escape for it).
     """
     if body and command not in BODY_COMMANDS:
         raise ValueError(f"a {command.value} frame must not have a body")
@@ -34,6 +35,8 @@ def encode_frame(
         if name == "content-length":
             has_length = True
         if do_escape:
+            if version == V11 and ("\r" in name or "\r" in value):
+                raise ValueError(f"header {name!r} cannot be sent in STOMP 1.1: it contains CR")
             name = escape(name, version)
             value = escape(value, version)
         elif _unrepresentable(name) or _unrepresentable(value):
