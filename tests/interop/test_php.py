@@ -32,7 +32,7 @@ pytestmark = pytest.mark.php
 
 PHP_DIR = Path(__file__).parent / "php"
 PHP_TIMEOUT = 30.0
-"""Bound for one PHP script run; the scripts give up on their own after 20 s."""
+"""Bound for one PHP script run (consumer.php itself gives up after 20 s)."""
 
 
 @pytest.fixture(scope="session")
@@ -52,14 +52,18 @@ def url(broker: BrokerProcess) -> str:
 
 
 def run_php(php: str, script: str, *args: str) -> list[str]:
-    """Run a script to completion; return its stdout lines, failing with stderr on a non-zero exit."""
-    done = subprocess.run(
-        [php, "-d", "display_errors=stderr", str(PHP_DIR / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=PHP_TIMEOUT,
-        check=False,
-    )
+    """Run a script to completion; return its stdout lines, failing with its output otherwise."""
+    command = [php, "-d", "display_errors=stderr", str(PHP_DIR / script), *args]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=PHP_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as timeout:
+        output = [
+            part.decode() if isinstance(part, bytes) else part or ""
+            for part in (timeout.stderr, timeout.output)
+        ]
+        raise AssertionError(
+            f"php {script} still running after {PHP_TIMEOUT} s:\n{''.join(output)}"
+        ) from None
     assert done.returncode == 0, f"php {script} exited {done.returncode}:\n{done.stderr}{done.stdout}"
     return done.stdout.splitlines()
 

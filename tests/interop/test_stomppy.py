@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import pytest
-
 import stomp
 
 from ..conftest import BrokerProcess

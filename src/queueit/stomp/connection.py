@@ -34,7 +34,7 @@ from .heartbeat import BeatAction, HeartbeatClock, negotiate, parse_heartbeat
 from .limits import Limits
 from .parser import FrameParser
 from .state import State, Trigger, transition
-from .writer import encode_frame
+from .writer import FRAME_END, encode_frame
 
 EOL = b"\n"
 _ACK_MODES = {m.value: m for m in AckMode}
@@ -49,6 +49,15 @@ def _required(frame: Frame, name: str) -> str:
             receipt_id=frame.headers.get("receipt"),
         )
     return value
+
+
+def _representable(name: str, value: str, version: str) -> bool:
+    """Whether a header can be written in ``version``: 1.0 has no escapes, 1.1 none for CR."""
+    if version == V10:
+        return ":" not in name and not any(c in name or c in value for c in "\r\n\x00")
+    if version == V11:
+        return "\r" not in name and "\r" not in value
+    return True
 
 
 class ServerConnection:
@@ -266,7 +275,12 @@ class ServerConnection:
         headers: Iterable[tuple[str, str]],
         body: bytes,
     ) -> bytes:
-        """A MESSAGE frame. ``headers`` are the message's own headers (user headers etc.)."""
+        """A MESSAGE frame. ``headers`` are the message's own headers (user headers etc.).
+
+        A header that cannot be written in this connection's version (a line break in 1.0,
+        a CR in 1.1: neither has an escape) is left out; written raw it would end the
+        header line early and let a producer inject headers or a body.
+        """
         version = self.version
         esc = version != V10
         parts = [
@@ -278,12 +292,14 @@ class ServerConnection:
         if ack is not None:
             parts.append("ack:" + (escape(ack, version) if esc else ack))
         for name, value in headers:
+            if not _representable(name, value, version):
+                continue
             if esc:
                 parts.append(escape(name, version) + ":" + escape(value, version))
             else:
                 parts.append(name + ":" + value)
         parts.append(f"content-length:{len(body)}\n\n")
-        return "\n".join(parts).encode("utf-8") + body + b"\x00"
+        return "\n".join(parts).encode("utf-8") + body + FRAME_END
 
     def close(self) -> None:
         """The transport is gone; nothing more will be read or written."""

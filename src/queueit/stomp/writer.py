@@ -7,6 +7,11 @@ from collections.abc import Iterable
 from .frames import BODY_COMMANDS, UNESCAPED_COMMANDS, Command
 from .grammar import V10, V11, escape
 
+#: NUL, then one EOL. The grammar allows EOLs after the NUL, and some clients need one:
+#: php-stomp (the talk's PHP ``Stomp`` class) reads two octets after a content-length body
+#: and drops the frame unless they are NUL and LF.
+FRAME_END = b"\x00\n"
+
 
 def encode_frame(
     command: Command,
@@ -45,7 +50,7 @@ def encode_frame(
     if not has_length and command in BODY_COMMANDS:
         parts.append(f"content-length:{len(body)}")
     parts.append("\n")
-    return "\n".join(parts).encode("utf-8") + body + b"\x00"
+    return "\n".join(parts).encode("utf-8") + body + FRAME_END
 
 
 def _unrepresentable(text: str) -> bool:

@@ -32,7 +32,7 @@ try {
         }
         $frame = $stomp->readFrame();  // the slide drops the return value: $frame was undefined
         if (!$frame instanceof StompFrame || $frame->command !== 'MESSAGE') {
-            fwrite(STDERR, 'unexpected frame: ' . var_export($frame, true) . PHP_EOL);
+            fwrite(STDERR, 'hasFrame() was true, then readFrame() gave: ' . var_export($frame, true) . PHP_EOL);
             exit(4);
         }
         $email = json_decode($frame->body, false, 512, JSON_THROW_ON_ERROR);
