@@ -387,6 +387,10 @@ class ClientConnection:
             return None
         h = frame.headers
         if frame.command is Command.CONNECTED:
+            if self.state is not State.AUTHENTICATING:
+                raise StompProtocolError(
+                    "Unexpected frame", detail="CONNECTED may only answer the one CONNECT frame"
+                )
             version = h.get("version", V10)
             if version not in SUPPORTED_VERSIONS:
                 raise StompProtocolError("Unsupported version", detail=f"server chose {version!r}")

@@ -147,21 +147,28 @@ class FrameParser:
         buf = self._buf
         if len(buf) > self.max_frame_size:
             raise self._too_large()
-        new = self._head_scan
-        self._head_lines += buf.count(b"\n", new)
-        last_lf = buf.rfind(b"\n", new)
-        if last_lf != -1:
-            self._last_lf = last_lf
-        line_length = len(buf) - self._last_lf - 1
-        if buf and buf[-1] == _CR:
-            line_length -= 1  # the CR of a CRLF whose LF has not arrived yet
-        if line_length > self.limits.max_header_line:
+        # Every line completed by the new bytes, then the partial line at the end: a long
+        # line must be refused however the input was split.
+        pos = self._head_scan
+        while (lf := buf.find(b"\n", pos)) != -1:
+            self._check_line_length(lf)
+            self._last_lf = lf
+            self._head_lines += 1
+            if self._head_lines > self.limits.max_headers + 1:
+                raise StompProtocolError(
+                    "Too many headers",
+                    detail=f"A frame may carry at most {self.limits.max_headers} headers.",
+                )
+            pos = lf + 1
+        self._check_line_length(len(buf))
+
+    def _check_line_length(self, end: int) -> None:
+        """Bound the line from the last LF to ``end``, not counting the CR of a CRLF."""
+        length = end - self._last_lf - 1
+        if length > 0 and self._buf[end - 1] == _CR:
+            length -= 1
+        if length > self.limits.max_header_line:
             raise self._line_too_long()
-        if self._head_lines > self.limits.max_headers + 1:
-            raise StompProtocolError(
-                "Too many headers",
-                detail=f"A frame may carry at most {self.limits.max_headers} headers.",
-            )
 
     def _parse_command(self, line: bytes) -> Command:
         if line.endswith(b"\r"):
