@@ -41,6 +41,23 @@ def test_commands_are_case_sensitive_and_exact(line: bytes) -> None:
     assert receipt is None  # the headers were never parsed
 
 
+@pytest.mark.parametrize(
+    "junk",
+    [
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        b"FROB\nx:1\n",
+        b"\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0b\x0c\x0e\x0f",
+    ],
+)
+def test_junk_is_refused_at_its_first_line_without_waiting_for_a_blank_line(junk: bytes) -> None:
+    """No blank line ever comes: the error must not wait for one (nor for a size limit)."""
+    assert parse_error(junk)[0] == "Unknown command"
+
+
+def test_a_partial_command_is_not_refused_early() -> None:
+    assert parse_frames(b"UNSUBSCRIB") == []
+
+
 def test_unknown_command_error_names_the_command() -> None:
     parser = make_parser()
     parser.feed(b"send\n\n\x00")

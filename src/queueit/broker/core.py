@@ -216,6 +216,7 @@ class BrokerCore:
         )
 
     def _copy(self, m: Message) -> Message:
+        # The headers are shared, so is their encoding (made by the first delivery).
         return Message(
             self._id_prefix + str(next(self._ids)),
             m.destination,
@@ -224,6 +225,8 @@ class BrokerCore:
             m.persistent,
             m.priority,
             m.expires,
+            encoded_version=m.encoded_version,
+            encoded_block=m.encoded_block,
         )
 
     # -- queues ----------------------------------------------------------------------------

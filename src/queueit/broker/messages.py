@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 #: SEND headers that steer the broker and are not passed on in MESSAGE frames.
 CONTROL_HEADERS = frozenset(
@@ -28,7 +28,9 @@ class Message:
     expires: int = 0  # epoch milliseconds; 0 = never
     redelivered: bool = False
     deliveries: int = 0
-    encoded: dict[str, str] = field(default_factory=dict)  # version -> cached header block
+    # The headers encoded for the STOMP version of the last delivery (see Session.deliver).
+    encoded_version: str = ""
+    encoded_block: str = ""
 
     @property
     def size(self) -> int:

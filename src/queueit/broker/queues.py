@@ -152,7 +152,16 @@ class Queue:
         """Hand ready messages to consumers that can take them, round-robin."""
         consumers = self.consumers
         store = self.store
-        while consumers and len(store):
+        if len(consumers) == 1:
+            # One consumer (every topic subscription, most work queues): no turn-taking.
+            sub = consumers[0]
+            while sub.can_take():
+                message = store.take()
+                if message is None:
+                    break
+                if not self._expired(message, now_ms):
+                    self._deliver(sub, message)
+        while len(consumers) > 1:
             n = len(consumers)
             for _ in range(n):
                 sub = consumers[self._rr % n]
@@ -162,13 +171,11 @@ class Queue:
             else:
                 break
             message = store.take()
-            if message is None:  # pragma: no cover - len(store) said otherwise
-                return
-            if message.expires and message.expires <= now_ms:
-                self.expired += 1
-                store.settle(message)
-                continue
-            self._deliver(sub, message)
+            if message is None:
+                self._rr -= 1  # nobody was served: keep the turn
+                break
+            if not self._expired(message, now_ms):
+                self._deliver(sub, message)
         if self.blocked and (len(store) <= FLOW_LOW or not consumers):
             self.release_publishers()
 
@@ -176,6 +183,14 @@ class Queue:
         blocked, self.blocked = self.blocked, set()
         for outlet in blocked:
             outlet.unblock()
+
+    def _expired(self, message: Message, now_ms: int) -> bool:
+        """Settle (drop) a message whose ``expires`` time has passed."""
+        if message.expires and message.expires <= now_ms:
+            self.expired += 1
+            self.store.settle(message)
+            return True
+        return False
 
     def _deliver(self, sub: Subscription, message: Message) -> None:
         message.deliveries += 1

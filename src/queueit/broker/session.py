@@ -125,12 +125,18 @@ class Session(asyncio.Protocol):
         return True
 
     def deliver(self, subscription: Subscription, message: Message) -> None:
-        headers = message.headers
+        conn = self.conn
+        if message.encoded_version != conn.version:
+            message.encoded_block = conn.encode_headers(message.headers)
+            message.encoded_version = conn.version
+        block = message.encoded_block
         if message.redelivered:
-            headers = (*headers, ("redelivered", "true"))
+            block += "redelivered:true\n"
         ack = None if subscription.ack_mode is AckMode.AUTO else message.id
         self._write(
-            self.conn.message(message.destination, message.id, subscription.id, ack, headers, message.body)
+            conn.message_with_block(
+                message.destination, message.id, subscription.id, ack, block, message.body
+            )
         )
 
     def block(self) -> None:

@@ -6,6 +6,7 @@ Neither class reads a socket, sleeps, logs or looks at a clock: the caller passe
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable
 
 from .errors import LocalProtocolError, StompProtocolError
@@ -58,6 +59,12 @@ def _representable(name: str, value: str, version: str) -> bool:
     if version == V11:
         return "\r" not in name and "\r" not in value
     return True
+
+
+@functools.lru_cache(maxsize=4096)
+def _escape_cached(text: str, version: str) -> str:
+    # Destinations and subscription ids repeat on every MESSAGE; escape each once.
+    return escape(text, version)
 
 
 class ServerConnection:
@@ -275,31 +282,56 @@ class ServerConnection:
         headers: Iterable[tuple[str, str]],
         body: bytes,
     ) -> bytes:
-        """A MESSAGE frame. ``headers`` are the message's own headers (user headers etc.).
+        """A MESSAGE frame. ``headers`` are the message's own headers (user headers etc.)."""
+        return self.message_with_block(
+            destination, message_id, subscription, ack, self.encode_headers(headers), body
+        )
 
-        A header that cannot be written in this connection's version (a line break in 1.0,
-        a CR in 1.1: neither has an escape) is left out; written raw it would end the
-        header line early and let a producer inject headers or a body.
+    def encode_headers(self, headers: Iterable[tuple[str, str]]) -> str:
+        """Header lines for this connection's version, for :meth:`message_with_block`.
+
+        A header that cannot be written in this version (a line break in 1.0, a CR in 1.1:
+        neither has an escape) is left out; written raw it would end the header line early
+        and let a producer inject headers or a body.
         """
         version = self.version
-        esc = version != V10
-        parts = [
-            "MESSAGE",
-            "destination:" + (escape(destination, version) if esc else destination),
-            "message-id:" + (escape(message_id, version) if esc else message_id),
-            "subscription:" + (escape(subscription, version) if esc else subscription),
-        ]
-        if ack is not None:
-            parts.append("ack:" + (escape(ack, version) if esc else ack))
-        for name, value in headers:
-            if not _representable(name, value, version):
-                continue
-            if esc:
-                parts.append(escape(name, version) + ":" + escape(value, version))
-            else:
-                parts.append(name + ":" + value)
-        parts.append(f"content-length:{len(body)}\n\n")
-        return "\n".join(parts).encode("utf-8") + body + FRAME_END
+        if version == V10:
+            return "".join(f"{n}:{v}\n" for n, v in headers if _representable(n, v, version))
+        return "".join(
+            f"{escape(n, version)}:{escape(v, version)}\n"
+            for n, v in headers
+            if _representable(n, v, version)
+        )
+
+    def message_with_block(
+        self,
+        destination: str,
+        message_id: str,
+        subscription: str,
+        ack: str | None,
+        header_block: str,
+        body: bytes,
+    ) -> bytes:
+        """A MESSAGE frame whose own headers come pre-encoded from :meth:`encode_headers`.
+
+        The broker encodes a message's headers once per version, not once per delivery.
+        """
+        version = self.version
+        if version == V10:
+            ack_line = "" if ack is None else f"ack:{ack}\n"
+            head = (
+                f"MESSAGE\ndestination:{destination}\nmessage-id:{message_id}\n"
+                f"subscription:{subscription}\n{ack_line}{header_block}content-length:{len(body)}\n\n"
+            )
+        else:
+            ack_line = "" if ack is None else f"ack:{escape(ack, version)}\n"
+            head = (
+                f"MESSAGE\ndestination:{_escape_cached(destination, version)}\n"
+                f"message-id:{escape(message_id, version)}\n"
+                f"subscription:{_escape_cached(subscription, version)}\n{ack_line}{header_block}"
+                f"content-length:{len(body)}\n\n"
+            )
+        return head.encode("utf-8") + body + FRAME_END
 
     def close(self) -> None:
         """The transport is gone; nothing more will be read or written."""

@@ -26,6 +26,7 @@ class Command(enum.Enum):
 
 #: Lookup from the raw command line; commands are case-sensitive.
 COMMANDS_BY_NAME: dict[bytes, Command] = {c.value.encode("ascii"): c for c in Command}
+COMMANDS_BY_TEXT: dict[str, Command] = {c.value: c for c in Command}
 
 CLIENT_COMMANDS = frozenset(
     {

@@ -12,10 +12,15 @@ is not followed by LF is a protocol error.
 
 from __future__ import annotations
 
+import itertools
+
 from .errors import StompProtocolError
-from .frames import BODY_COMMANDS, COMMANDS_BY_NAME, UNESCAPED_COMMANDS, Command, Frame
+from .frames import BODY_COMMANDS, COMMANDS_BY_NAME, COMMANDS_BY_TEXT, UNESCAPED_COMMANDS, Command, Frame
 from .grammar import V10, unescape
 from .limits import Limits
+
+#: The longest command (UNSUBSCRIBE) plus a CR: a longer first line cannot be a command.
+_MAX_COMMAND_LINE = max(len(c) for c in COMMANDS_BY_NAME) + 1
 
 _LF = 0x0A
 _CR = 0x0D
@@ -129,18 +134,49 @@ class FrameParser:
             return False
         if body_start > self.max_frame_size:
             raise self._too_large()
-        lines = bytes(buf[:end]).split(b"\n")
-        if len(lines) - 1 > self.limits.max_headers:
-            raise StompProtocolError(
-                "Too many headers",
-                detail=f"A frame may carry at most {self.limits.max_headers} headers.",
-            )
-        command = self._parse_command(lines[0])
-        headers = self._parse_headers(command, lines)
+        raw = bytes(buf[:end])
+        parsed = self._parse_ascii_head(raw) if raw.isascii() and b"\r" not in raw else None
+        if parsed is None:
+            lines = raw.split(b"\n")
+            if len(lines) - 1 > self.limits.max_headers:
+                raise StompProtocolError(
+                    "Too many headers",
+                    detail=f"A frame may carry at most {self.limits.max_headers} headers.",
+                )
+            command = self._parse_command(lines[0])
+            parsed = (command, self._parse_headers(command, lines))
+        command, headers = parsed
         self._frame = Frame(command, headers)
         self._body_start = self._body_scan = body_start
         self._content_length = self._parse_content_length(headers)
         return True
+
+    def _parse_ascii_head(self, raw: bytes) -> tuple[Command, dict[str, str]] | None:
+        """Fast path for the usual head (ASCII, LF line ends, well-formed).
+
+        Returns ``None`` at the first thing out of the ordinary; the caller then parses the
+        head again on the exact path, which gives the precise error. Same result either way.
+        """
+        lines = raw.decode("ascii").split("\n")
+        command = COMMANDS_BY_TEXT.get(lines[0])
+        if command is None or len(lines) - 1 > self.limits.max_headers:
+            return None
+        headers: dict[str, str] = {}
+        decode = self.version != V10 and command not in UNESCAPED_COMMANDS
+        max_line = self.limits.max_header_line
+        for line in itertools.islice(lines, 1, None):
+            name, colon, value = line.partition(":")
+            if not colon or not name or len(line) > max_line:
+                return None
+            if decode and "\\" in line:
+                try:
+                    name = unescape(name, self.version) if "\\" in name else name
+                    value = unescape(value, self.version) if "\\" in value else value
+                except StompProtocolError:
+                    return None
+            if name not in headers:
+                headers[name] = value
+        return (command, headers)
 
     def _check_head_bounds(self) -> None:
         """Bound an incomplete head, looking only at bytes not looked at before."""
@@ -150,7 +186,13 @@ class FrameParser:
         # Every line completed by the new bytes, then the partial line at the end: a long
         # line must be refused however the input was split.
         pos = self._head_scan
+        if self._head_lines == 0 and buf.find(b"\n", pos) == -1 and len(buf) > _MAX_COMMAND_LINE:
+            self._parse_command(bytes(buf[:_MAX_COMMAND_LINE]))  # no command is this long: refuse now
         while (lf := buf.find(b"\n", pos)) != -1:
+            if self._head_lines == 0:
+                # Junk (an HTTP request, random bytes) is refused at its first line, not after
+                # the blank line that may never come.
+                self._parse_command(bytes(buf[:lf]))
             self._check_line_length(lf)
             self._last_lf = lf
             self._head_lines += 1
