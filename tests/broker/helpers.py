@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from queueit.broker.auth import Permissions, User
 from queueit.broker.core import BrokerCore, SessionState
 from queueit.broker.messages import Message
-from queueit.broker.queues import Subscription
+from queueit.broker.queues import Queue, Subscription
 from queueit.broker.storage import MemoryStore
 from queueit.stomp import Ack, AckMode, Begin, Commit, Limits, Nack, Send, Subscribe, Unsubscribe
 
@@ -30,10 +30,10 @@ class RecordingOutlet:
 
     blocked: bool = False
 
-    def block(self) -> None:
+    def block(self, queue: Queue) -> None:
         self.blocked = True
 
-    def unblock(self) -> None:
+    def unblock(self, queue: Queue) -> None:
         self.blocked = False
 
     def is_blocked(self) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from queueit.broker.admin import stat as admin_stat
 from queueit.broker.auth import Permissions, User
+from queueit.broker.core import BrokerCore
 from queueit.broker.errors import (
     AccessDenied,
     AckError,
@@ -15,6 +17,7 @@ from queueit.broker.errors import (
 )
 from queueit.broker.exchanges import ExchangeType
 from queueit.broker.queues import FLOW_HIGH
+from queueit.broker.storage import MemoryStore
 from queueit.stomp import Abort, AckMode, Disconnect, Limits
 
 from .helpers import (
@@ -484,3 +487,135 @@ def test_flow_control_releases_publishers_when_the_last_consumer_leaves() -> Non
     assert producer_out.is_blocked()
     core.close_session(consumer)
     assert not producer_out.is_blocked()
+
+
+def test_a_publisher_that_consumes_the_queue_is_never_blocked_by_it() -> None:
+    core = make_core()
+    s, out = connect(core)
+    core.handle(s, subscribe("/queue/q", "s", AckMode.CLIENT, prefetch_count="1"))
+    for _ in range(FLOW_HIGH + 10):
+        core.handle(s, send("/queue/q"))
+    assert not out.is_blocked()  # it could not ack its way out
+
+
+def test_commit_is_all_or_nothing() -> None:
+    core = make_core()
+    guest, _ = connect(core)
+    core.handle(guest, send("/queue/a", b"setup"))
+    core.handle(guest, send("/queue/b", b"setup"))
+    consumer, out = connect(core)
+    core.handle(consumer, subscribe("/queue/a", "s"))
+    out.take()
+    bob = User("bob", "", Permissions(write=("*",), read=("*",)))  # may not create queues
+    b, _ = connect(core, bob)
+    core.handle(b, begin("t"))
+    core.handle(b, send("/queue/a", b"first", tx="t"))
+    core.handle(b, send("/queue/b", b"second", tx="t"))  # /queue/b exists now: accepted
+    with pytest.raises(AccessDenied, match="admin"):
+        core.handle(b, send("/queue/c", b"third", tx="t"))  # refused when it arrives
+    core.delete_queue(core.queues["b"])  # re-creating it at COMMIT would need admin
+    with pytest.raises(AccessDenied, match="admin"):
+        core.handle(b, commit("t"))
+    assert out.take() == []  # "first" was not applied either
+
+
+def test_temp_queue_subscribe_with_the_destination_as_id_has_one_consumer() -> None:
+    core = make_core()
+    s, out = connect(core)
+    responder, _ = connect(core)
+    core.handle(s, send("/queue/rpc", b"ask", reply_to="/temp-queue/r"))  # automatic subscription
+    core.handle(s, subscribe("/temp-queue/r", "/temp-queue/r", AckMode.CLIENT_INDIVIDUAL))
+    reply_queue = core.queues[f"~temp/{s.id}/r"]
+    assert len(reply_queue.consumers) == 1
+    core.handle(responder, send(f"/reply-queue/{s.id}/r", b"answer"))
+    (delivery,) = out.take()
+    core.handle(s, ack(delivery.message.id))
+
+
+def test_temp_queues_per_connection_are_limited() -> None:
+    core = make_core(Limits(max_subscriptions=3))
+    s, _ = connect(core)
+    for i in range(3):
+        core.handle(s, send("/queue/q", reply_to=f"/temp-queue/t{i}"))
+        core.handle(s, unsubscribe(f"/temp-queue/t{i}"))
+    with pytest.raises(SubscriptionError, match="temp queues"):
+        core.handle(s, send("/queue/q", reply_to="/temp-queue/t9"))
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("expires", "9" * 5000), ("priority", "0" * 5000 + "1"), ("prefetch-count", "9" * 5000)],
+)
+def test_huge_numbers_are_refused_not_crashed(header: str, value: str) -> None:
+    core = make_core()
+    s, _ = connect(core)
+    event = (
+        subscribe("/queue/q", "s", prefetch_count=value)
+        if header == "prefetch-count"
+        else send("/queue/q", b"x", **{header: value})
+    )
+    with pytest.raises(InvalidHeader, match=header):
+        core.handle(s, event)
+
+
+def test_routing_keys_with_control_characters_are_refused() -> None:
+    core = make_core()
+    core.declare_exchange("ev", ExchangeType.TOPIC)
+    s, _ = connect(core)
+    with pytest.raises(InvalidDestination, match="routing key"):
+        core.handle(s, send("/exchange/ev/a\nmessage-id:FORGED"))
+
+
+def test_durable_subscriptions_belong_to_their_user() -> None:
+    core = make_core()
+    alice = User("alice", "", Permissions.everything())
+    bob = User("bob", "", Permissions.everything())
+    producer, _ = connect(core)
+    a, _ = connect(core, alice, client_id="app")
+    core.handle(a, subscribe("/topic/pay", "s", durable_subscription_name="pay"))
+    core.close_session(a)
+    core.handle(producer, send("/topic/pay", b"salary"))
+    b, out_b = connect(core, bob, client_id="app")  # same client-id, another user
+    core.handle(b, subscribe("/topic/pay", "s", durable_subscription_name="pay"))
+    assert out_b.bodies() == []
+    a2, out_a = connect(core, alice, client_id="app")
+    core.handle(a2, subscribe("/topic/pay", "s", durable_subscription_name="pay"))
+    assert out_a.bodies() == [b"salary"]
+
+
+def test_creating_a_durable_subscription_needs_admin() -> None:
+    core = make_core()
+    reader = User("reader", "", Permissions(read=("/topic/*",)))
+    s, _ = connect(core, reader)
+    core.handle(s, subscribe("/topic/news", "plain"))  # a plain subscription is fine
+    with pytest.raises(AccessDenied, match="admin"):
+        core.handle(s, subscribe("/topic/news", "keep", durable="true"))
+
+
+def test_transaction_bytes_are_limited_per_connection() -> None:
+    core = BrokerCore(MemoryStore(), Limits(), max_transaction_bytes=3000)
+    s, _ = connect(core)
+    core.handle(s, begin("a"))
+    core.handle(s, begin("b"))
+    core.handle(s, send("/queue/q", b"x" * 1400, tx="a"))
+    core.handle(s, send("/queue/q", b"x" * 1400, tx="b"))
+    with pytest.raises(TransactionError, match="all open transactions"):
+        core.handle(s, send("/queue/q", b"x" * 400, tx="a"))
+
+
+def test_stat_shows_only_what_the_user_administers() -> None:
+    core = make_core()
+    core.declare_exchange("ev", ExchangeType.TOPIC)
+    core.bind("ev", "audit", "#")
+    guest, _ = connect(core)
+    core.handle(guest, send("/queue/billing"))
+    core.handle(guest, subscribe("/exchange/ev/x.*", "private"))
+    alice = User("alice", "", Permissions(admin=("/queue/aud*", "/exchange/ev")))
+    connect(core, alice)
+    view = admin_stat(core, lambda d: alice.permissions.allows("admin", d))
+    assert [q["name"] for q in view["queues"]] == ["audit"]
+    assert view["connections"] is None
+    assert view["exchanges"] == [{"name": "ev", "type": "topic", "bindings": [["#", "audit"]]}]
+    full = admin_stat(core, lambda d: True)
+    assert full["connections"] == 2
+    assert {q["name"] for q in full["queues"]} == {"audit", "billing"}

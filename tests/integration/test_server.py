@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import ssl
 import subprocess
@@ -213,3 +214,50 @@ def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:
     bad_port = queueit("serve", "--port", "99999")
     assert bad_port.returncode == 2
     assert "port must be 0-65535" in bad_port.stderr
+
+
+def test_flow_control_parks_a_fast_producer_and_loses_nothing(broker: BrokerProcess) -> None:
+    total = 30_000
+    consumer = Client(*broker.address)
+    consumer.connect()
+    consumer.subscribe("/queue/flow", ack="client-individual", prefetch=200, receipt=True)
+    producer = Client(*broker.address)
+    producer.connect()
+    for i in range(total):
+        producer.send("/queue/flow", str(i).encode())
+    seen = 0
+    while seen < total:
+        message = consumer.receive(timeout=20)
+        assert message.body == str(seen).encode()  # in order, nothing lost or repeated
+        consumer.ack(message)
+        seen += 1
+    producer.disconnect()  # its RECEIPT comes after every parked SEND was replayed
+    with Client(*broker.address) as admin:
+        admin.send("/queueit/admin", b"", headers={"command": "stat", "reply-to": "/temp-queue/s"})
+        stat = json.loads(admin.receive().body)
+    (queue,) = [q for q in stat["queues"] if q["name"] == "flow"]
+    assert queue["flow_blocks"] >= 1  # the producer really was held back
+    assert queue["depth"] == 0
+    consumer.disconnect()
+
+
+def test_a_client_that_errs_gives_its_messages_back_even_if_it_never_reads(
+    broker: BrokerProcess, raw: RawPeers
+) -> None:
+    greedy = raw(broker.address)
+    greedy.connect()
+    greedy.write(
+        b"SUBSCRIBE\ndestination:/queue/held\nid:1\nack:client-individual\nprefetch-count:50\nreceipt:s\n\n\x00"
+    )
+    assert greedy.read_frame().headers["receipt-id"] == "s"
+    with Client(*broker.address) as producer:
+        for i in range(50):
+            producer.send("/queue/held", b"x" * 60_000, headers={"n": str(i)})  # fills its socket
+        producer.send("/queue/held", b"done", receipt=True)
+    greedy.write(b"FROB\n\n\x00")  # an ERROR, and greedy still reads nothing
+    with Client(*broker.address) as other:
+        other.subscribe("/queue/held", ack="client-individual", prefetch=100)
+        got = [other.receive(timeout=10) for _ in range(51)]
+    assert {m.headers.get("n") for m in got} == {str(i) for i in range(50)} | {None}
+    # What greedy held comes back marked (what its full socket kept it from taking never left).
+    assert any(m.headers.get("redelivered") == "true" for m in got)

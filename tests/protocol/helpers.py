@@ -130,3 +130,13 @@ def feed_until_error(
         assert frame is None
         assert parser.buffered <= bound, (parser.buffered, bound)
     pytest.fail(f"no error after {fed} octets")
+
+
+def split(data: bytes, sizes: list[int]) -> list[bytes]:
+    """``data`` cut into pieces of the given sizes, then the rest."""
+    chunks, pos = [], 0
+    for size in sizes:
+        chunks.append(data[pos : pos + size])
+        pos += size
+    chunks.append(data[pos:])
+    return chunks

@@ -23,7 +23,7 @@ from queueit.stomp import (
     StompProtocolError,
 )
 
-from .helpers import make_parser, parse_chunks
+from .helpers import make_parser, parse_chunks, split
 from .strategies import frame_specs, versions
 
 FUZZ = settings(max_examples=200, deadline=None)
@@ -101,15 +101,6 @@ def mutated(draw: st.DrawFn) -> tuple[str, bytes]:
         else:
             data[pos:pos] = draw(st.sampled_from(TOKENS))
     return version, bytes(data)
-
-
-def split(data: bytes, sizes: list[int]) -> list[bytes]:
-    chunks, pos = [], 0
-    for size in sizes:
-        chunks.append(data[pos : pos + size])
-        pos += size
-    chunks.append(data[pos:])
-    return chunks
 
 
 chunk_sizes = st.lists(st.integers(min_value=0, max_value=50), max_size=40)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from queueit.stomp import V11, V12, escape, unescape
 
-from .helpers import parse_both, parse_chunks
+from .helpers import parse_both, parse_chunks, split
 from .strategies import SPECIAL, escaping_versions, frame_specs, interframe, versions
 
 PROPERTY = settings(max_examples=150, deadline=None)
@@ -50,15 +50,6 @@ def stream(draw: st.DrawFn) -> tuple[str, bytes, list[tuple[object, ...]]]:
     for spec in specs:
         parts += [spec.encode(version), draw(interframe)]
     return version, b"".join(parts), [spec.expected() for spec in specs]
-
-
-def split(data: bytes, sizes: list[int]) -> list[bytes]:
-    chunks, pos = [], 0
-    for size in sizes:
-        chunks.append(data[pos : pos + size])
-        pos += size
-    chunks.append(data[pos:])
-    return chunks
 
 
 @PROPERTY

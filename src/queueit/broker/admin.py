@@ -18,6 +18,7 @@ Only destinations the user may administer are shown or changed.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..stomp import Send
@@ -48,7 +49,7 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
             raise AccessDenied(s.user.name, "admin", destination)
 
     if command == "stat":
-        return stat(core, lambda d: perms.allows("admin", d) or perms.allows("read", d))
+        return stat(core, lambda d: perms.allows("admin", d))
     if command == "exchange-declare":
         name = check_name(h.get("name", ""), "exchange")
         need(f"/exchange/{name}")
@@ -87,7 +88,9 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
         if target is None or target.kind is not QueueKind.NAMED:
             raise InvalidDestination(f"No queue named {name!r}.")
         if command == "queue-purge":
-            return {"purged": target.store.purge()}
+            purged = target.store.purge()
+            target.dispatch(core.now_ms())  # releases publishers held back by the backlog
+            return {"purged": purged}
         if target.consumers:
             raise InvalidDestination(f"Queue {name!r} has consumers; unsubscribe them first.")
         core.delete_queue(target)
@@ -98,7 +101,12 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
     )
 
 
-def stat(core: BrokerCore, visible: Any) -> dict[str, Any]:
+def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
+    """What ``visible`` (the user's admin permission) lets the user see.
+
+    Private queues (``~...``: subscriptions, temp and reply queues) are never named, and
+    the connection count is shown only to those who may administer the broker itself.
+    """
     queues = []
     topics: dict[str, int] = {}
     durable = []
@@ -114,9 +122,12 @@ def stat(core: BrokerCore, visible: Any) -> dict[str, Any]:
                     "delivered": queue.delivered,
                     "acked": queue.acked,
                     "expired": queue.expired,
+                    "flow_blocks": queue.flow_blocks,
                 }
             )
-        elif queue.kind is QueueKind.DURABLE:
+        elif queue.kind is QueueKind.DURABLE and any(
+            visible(_topic_or_exchange(ex, key)) for ex, key in queue.bindings
+        ):
             durable.append(
                 {
                     "name": queue.name.removeprefix("~durable/"),
@@ -128,15 +139,26 @@ def stat(core: BrokerCore, visible: Any) -> dict[str, Any]:
         if visible(f"/topic/{key}"):
             topics[key] = topics.get(key, 0) + len(queue.consumers)
     exchanges = [
-        {"name": e.name, "type": e.type.value, "bindings": [[k, q.name] for k, q in e.bindings]}
+        {
+            "name": e.name,
+            "type": e.type.value,
+            "bindings": [[k, q.name] for k, q in e.bindings if q.kind is QueueKind.NAMED],
+        }
         for e in core.exchanges.values()
         if not e.builtin and visible(f"/exchange/{e.name}")
     ]
     return {
         "store": core.store.capabilities.name,
-        "connections": len(core.sessions),
+        "connections": len(core.sessions) if visible(ADMIN_DESTINATION) else None,
         "queues": sorted(queues, key=lambda q: q["name"]),
         "topics": [{"name": k, "subscribers": v} for k, v in sorted(topics.items())],
         "durable_subscriptions": durable,
         "exchanges": exchanges,
     }
+
+
+ADMIN_DESTINATION = "/queueit/admin"
+
+
+def _topic_or_exchange(exchange: str, key: str) -> str:
+    return f"/topic/{key}" if exchange == TOPIC_EXCHANGE else f"/exchange/{exchange}/{key}"

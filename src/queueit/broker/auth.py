@@ -193,6 +193,7 @@ class Authenticator:
         self.db = db
         self.settings = settings
         self._guest = User(GUEST, "", Permissions.everything())
+        self._dummy_hash = hash_password(secrets.token_hex(8))
 
     def authenticate(self, login: str | None, passcode: str | None, peer: str | None) -> User | str:
         """The user, or the reason for refusing (sent to the client as is)."""
@@ -201,6 +202,11 @@ class Authenticator:
         if user is not None:
             if passcode is not None and verify_password(passcode, user.password_hash):
                 return user
+            return "Bad login or passcode"
+        if name != GUEST:
+            # Spend the same scrypt time as for a known user: the answer's timing must not
+            # tell which user names exist.
+            verify_password(passcode or "", self._dummy_hash)
             return "Bad login or passcode"
         if name == GUEST and self.settings.guest != "off":
             if login is not None and passcode != GUEST:
@@ -211,4 +217,4 @@ class Authenticator:
                     "create a user with 'queueit user add'"
                 )
             return self._guest
-        return "Bad login or passcode"
+        return "Bad login or passcode"  # guest switched off

@@ -236,8 +236,11 @@ def _typed(value: Any, kind: type, name: str) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be a {kind.__name__}, got {value!r}")
+        raise ConfigError(f"{name} must be {_KIND_NAMES[kind]}, got {value!r}")
     return value
+
+
+_KIND_NAMES = {int: "an integer", float: "a number", str: "a string", list: "a list"}
 
 
 def _check_port(port: int, name: str) -> None:

@@ -50,6 +50,7 @@ from .queues import Outlet, Queue, QueueKind, Subscription
 from .storage import MessageStore
 
 _TRUE = "true"
+MAX_EPOCH_MS = 10**15  # year 33658: any larger ``expires`` is a mistake
 
 
 @dataclass
@@ -125,7 +126,7 @@ class BrokerCore:
         for sub in list(s.subscriptions.values()):
             self._drop_subscription(s, sub, delete_durable=False)
         for queue in s.temp_queues.values():
-            self._delete_queue(queue)
+            self.delete_queue(queue)
         s.temp_queues.clear()
 
     def resume(self, s: SessionState) -> None:
@@ -150,11 +151,16 @@ class BrokerCore:
     def _on_send(self, s: SessionState, ev: Send) -> None:
         if ev.transaction is not None:
             self._check_send(s, ev)
-            self._buffer(s, ev.transaction, ev, len(ev.body))
+            self._buffer(s, ev.transaction, ev, len(ev.body) + _headers_size(ev.headers))
             return
         self._publish(s, ev)
 
     def _check_send(self, s: SessionState, ev: Send) -> Destination:
+        """Every check a SEND must pass, without side effects.
+
+        Run when a SEND arrives, and again for every SEND of a transaction before any of
+        them is applied at COMMIT, so a COMMIT is all or nothing.
+        """
         dest = parse_destination(ev.destination)
         if dest.kind is Kind.TEMP_QUEUE:
             raise InvalidDestination(
@@ -170,7 +176,18 @@ class BrokerCore:
                 f"No exchange named {dest.name!r}; declare it in the config ([[exchanges]]) "
                 "or with 'queueit exchange declare'."
             )
-        self._require(s, "write", ev.destination)
+        if dest.kind is not Kind.REPLY_QUEUE:
+            # A reply queue's name is the requester's invitation to answer: no grant needed.
+            self._require(s, "write", ev.destination)
+        if dest.kind is Kind.QUEUE and dest.name not in self.queues:
+            self._require(s, "admin", ev.destination)  # the SEND creates the queue
+        _int_header(ev.headers, "priority", 4, 0, 9)
+        _int_header(ev.headers, "expires", 0, 0, MAX_EPOCH_MS)
+        reply_to = ev.headers.get("reply-to")
+        if reply_to is not None and reply_to.startswith("/temp-queue/"):
+            name = check_name(reply_to[len("/temp-queue/") :], "temp-queue")
+            if name not in s.temp_queues:
+                self._check_temp_queue_limit(s)
         return dest
 
     def _publish(self, s: SessionState, ev: Send) -> None:
@@ -199,11 +216,11 @@ class BrokerCore:
         headers = ev.headers
         persistent = headers.get("persistent") == _TRUE
         priority = _int_header(headers, "priority", 4, 0, 9)
-        expires = _int_header(headers, "expires", 0, 0, 2**63 - 1)
+        expires = _int_header(headers, "expires", 0, 0, MAX_EPOCH_MS)
         reply_to = headers.get("reply-to")
         kept = [(k, v) for k, v in headers.items() if k not in CONTROL_HEADERS]
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
-            real = self._temp_queue(s, reply_to)
+            real = self._reply_name(s, reply_to)
             kept = [("reply-to", real) if k == "reply-to" else (k, v) for k, v in kept]
         return Message(
             self._id_prefix + str(next(self._ids)),
@@ -231,8 +248,8 @@ class BrokerCore:
 
     # -- queues ----------------------------------------------------------------------------
 
-    def _create_queue(self, key: str, kind: QueueKind, owner: str | None = None) -> Queue:
-        queue = Queue(key, self.store.open_queue(key), kind, owner=owner)
+    def _create_queue(self, key: str, kind: QueueKind) -> Queue:
+        queue = Queue(key, self.store.open_queue(key), kind)
         self.queues[key] = queue
         return queue
 
@@ -249,17 +266,13 @@ class BrokerCore:
         headers = {"content-type": "application/json"}
         if reply_to.startswith("/temp-queue/"):
             # The answer goes straight to the asker's own temp queue: no write permission needed.
-            self._temp_queue(s, reply_to)
-            queue = s.temp_queues[reply_to[len("/temp-queue/") :]]
+            queue = self._temp_queue(s, reply_to)
             message = Message(self._id_prefix + str(next(self._ids)), reply_to, tuple(headers.items()), reply)
             queue.publish(message, self.now_ms())
         else:
             self._publish(s, Send(reply_to, headers, reply, None, None))
 
     def delete_queue(self, queue: Queue) -> None:
-        self._delete_queue(queue)
-
-    def _delete_queue(self, queue: Queue) -> None:
         for exchange_name, key in list(queue.bindings):
             exchange = self.exchanges.get(exchange_name)
             if exchange is not None:
@@ -268,22 +281,40 @@ class BrokerCore:
         queue.release_publishers()
         self.queues.pop(queue.name, None)
 
-    def _temp_queue(self, s: SessionState, destination: str) -> str:
-        """Create (once) and subscribe the connection's temp queue; return its reply name."""
+    def _temp_queue(self, s: SessionState, destination: str, *, subscribe: bool = True) -> Queue:
+        """The connection's temp queue for ``destination``, created once.
+
+        Created by a ``reply-to``, it is subscribed at once (auto ack, subscription id =
+        the destination), as RabbitMQ does; a later SUBSCRIBE to it replaces that.
+        """
         name = check_name(destination[len("/temp-queue/") :], "temp-queue")
-        reply_name = f"/reply-queue/{s.id}/{name}"
-        if name not in s.temp_queues:
-            if len(s.subscriptions) >= self.limits.max_subscriptions:
-                raise SubscriptionError(self._too_many_subscriptions())
-            queue = self._create_queue(f"~temp/{s.id}/{name}", QueueKind.TEMPORARY, owner=s.id)
+        queue = s.temp_queues.get(name)
+        if queue is None:
+            self._check_temp_queue_limit(s)
+            queue = self._create_queue(f"~temp/{s.id}/{name}", QueueKind.TEMPORARY)
             s.temp_queues[name] = queue
-            if destination not in s.subscriptions:
+            if subscribe and destination not in s.subscriptions:
+                if len(s.subscriptions) >= self.limits.max_subscriptions:
+                    raise SubscriptionError(self._too_many_subscriptions())
                 self._attach(s, destination, destination, queue, AckMode.AUTO, self.limits.default_prefetch)
-        return reply_name
+        return queue
+
+    def _check_temp_queue_limit(self, s: SessionState) -> None:
+        if len(s.temp_queues) >= self.limits.max_subscriptions:
+            raise SubscriptionError(
+                f"A connection may hold at most {self.limits.max_subscriptions} temp queues.",
+            )
+
+    def _reply_name(self, s: SessionState, destination: str) -> str:
+        queue = self._temp_queue(s, destination)
+        return "/reply-queue/" + queue.name.removeprefix("~temp/")
 
     # -- SUBSCRIBE / UNSUBSCRIBE -------------------------------------------------------------
 
     def _on_subscribe(self, s: SessionState, ev: Subscribe) -> None:
+        dest = parse_destination(ev.destination)
+        if dest.kind is Kind.TEMP_QUEUE:
+            self._drop_automatic_reply_subscription(s, ev.destination)
         if ev.id in s.subscriptions:
             raise SubscriptionError(
                 f"A subscription with id {ev.id!r} already exists on this connection; "
@@ -293,26 +324,23 @@ class BrokerCore:
         if len(s.subscriptions) >= self.limits.max_subscriptions:
             raise SubscriptionError(self._too_many_subscriptions())
         prefetch = self._prefetch(ev.headers)
-        dest = parse_destination(ev.destination)
         self._require(s, "read", ev.destination)
         kind = dest.kind
         if kind is Kind.QUEUE:
             queue = self._named_queue(s, dest.name, ev.destination)
-            if queue.owner is not None and queue.owner != s.id:
-                raise SubscriptionError(f"Queue {dest.name!r} is exclusive to another connection.")
         elif kind is Kind.TEMP_QUEUE:
-            if dest.name not in s.temp_queues:
-                self._temp_queue(s, ev.destination)
-            queue = s.temp_queues[dest.name]
-            existing = s.subscriptions.get(ev.destination)
-            if existing is not None and existing.queue is queue and ev.id != ev.destination:
-                # The automatic reply subscription is replaced by the client's own.
-                self._drop_subscription(s, existing, delete_durable=False, delete_private=False)
+            queue = self._temp_queue(s, ev.destination, subscribe=False)
         elif kind is Kind.TOPIC or kind is Kind.EXCHANGE:
             queue = self._binding_queue(s, ev, dest)
         else:
             raise InvalidDestination(f"Cannot SUBSCRIBE to {ev.destination!r}.")
         self._attach(s, ev.id, ev.destination, queue, ev.ack, prefetch)
+
+    def _drop_automatic_reply_subscription(self, s: SessionState, destination: str) -> None:
+        """A SUBSCRIBE to a temp queue replaces the subscription a reply-to made for it."""
+        existing = s.subscriptions.get(destination)
+        if existing is not None and existing.queue.kind is QueueKind.TEMPORARY:
+            self._drop_subscription(s, existing, delete_durable=False)
 
     def _binding_queue(self, s: SessionState, ev: Subscribe, dest: Destination) -> Queue:
         if dest.kind is Kind.TOPIC:
@@ -324,15 +352,22 @@ class BrokerCore:
             exchange, key = found, dest.key
         durable_name = _durable_name(ev)
         if durable_name is None:
-            queue = self._create_queue(f"~sub/{s.id}/{ev.id}", QueueKind.SUBSCRIPTION, owner=s.id)
+            queue = self._create_queue(f"~sub/{s.id}/{ev.id}", QueueKind.SUBSCRIPTION)
         else:
-            owner = s.client_id or s.user.name
-            qname = f"~durable/{owner}/{durable_name}"
+            # Scoped by the authenticated user, never by the client-id alone: another user
+            # choosing the same client-id must not reach this subscription. The client-id is
+            # length-prefixed so that no two (client-id, name) pairs give the same key.
+            client = s.client_id or ""
+            qname = f"~durable/{s.user.name}/{len(client)}:{client}/{durable_name}"
             found_queue = self.queues.get(qname)
-            queue = self._create_queue(qname, QueueKind.DURABLE) if found_queue is None else found_queue
+            if found_queue is None:
+                self._require(s, "admin", ev.destination)  # it keeps messages: like creating a queue
+                queue = self._create_queue(qname, QueueKind.DURABLE)
+            else:
+                queue = found_queue
             if queue.consumers:
                 raise SubscriptionError(
-                    f"Durable subscription {durable_name!r} of {owner!r} is in use by another connection."
+                    f"Durable subscription {durable_name!r} is in use by another connection."
                 )
             if (exchange.name, key) not in queue.bindings:
                 # A durable subscription re-made on another destination starts afresh (JMS rule).
@@ -345,7 +380,7 @@ class BrokerCore:
     def _attach(
         self, s: SessionState, sub_id: str, destination: str, queue: Queue, mode: AckMode, prefetch: int
     ) -> None:
-        sub = Subscription(sub_id, destination, queue, mode, prefetch, s.outlet, s.id, s.pending)
+        sub = Subscription(sub_id, destination, queue, mode, prefetch, s.outlet, s.pending)
         s.subscriptions[sub_id] = sub
         queue.add_consumer(sub)
         queue.dispatch(self.now_ms())
@@ -354,7 +389,7 @@ class BrokerCore:
         raw = headers.get("prefetch-count") or headers.get("activemq.prefetchSize")
         if raw is None:
             return self.limits.default_prefetch
-        if not raw.isdigit() or not raw.isascii() or int(raw) < 1:
+        if not raw.isdigit() or not raw.isascii() or len(raw) > 9 or int(raw) < 1:
             raise InvalidHeader(f"prefetch-count must be a positive integer, got {raw!r}.")
         # Larger windows are lowered to the limit rather than refused: clients such as
         # stomp-php send fixed values, and a smaller window only slows, never breaks, them.
@@ -367,9 +402,7 @@ class BrokerCore:
         delete = ev.headers.get("durable") == _TRUE or "durable-subscription-name" in ev.headers
         self._drop_subscription(s, sub, delete_durable=delete)
 
-    def _drop_subscription(
-        self, s: SessionState, sub: Subscription, *, delete_durable: bool, delete_private: bool = True
-    ) -> None:
+    def _drop_subscription(self, s: SessionState, sub: Subscription, *, delete_durable: bool) -> None:
         del s.subscriptions[sub.id]
         queue = sub.queue
         queue.remove_consumer(sub)
@@ -377,11 +410,11 @@ class BrokerCore:
         for message_id in sub.unacked:
             s.pending.pop(message_id, None)
         sub.unacked.clear()
-        if queue.kind is QueueKind.SUBSCRIPTION and delete_private:
-            self._delete_queue(queue)  # its unacked copies go with it
+        if queue.kind is QueueKind.SUBSCRIPTION:
+            self.delete_queue(queue)  # its unacked copies go with it
             return
         if queue.kind is QueueKind.DURABLE and delete_durable:
-            self._delete_queue(queue)
+            self.delete_queue(queue)
             return
         if held:
             queue.requeue(held)
@@ -418,7 +451,7 @@ class BrokerCore:
     def _on_ack(self, s: SessionState, ev: Ack) -> None:
         sub = self._pending(s, ev.id, "ACK")
         if ev.transaction is not None:
-            self._buffer(s, ev.transaction, ev, 0)
+            self._buffer(s, ev.transaction, ev, _headers_size(ev.headers))
             return
         sub.queue.settle(self._settled(s, sub, ev.id))
         sub.queue.dispatch(self.now_ms())
@@ -426,7 +459,7 @@ class BrokerCore:
     def _on_nack(self, s: SessionState, ev: Nack) -> None:
         sub = self._pending(s, ev.id, "NACK")
         if ev.transaction is not None:
-            self._buffer(s, ev.transaction, ev, 0)
+            self._buffer(s, ev.transaction, ev, _headers_size(ev.headers))
             return
         messages = self._settled(s, sub, ev.id)
         if ev.headers.get("requeue") == "false":
@@ -450,13 +483,11 @@ class BrokerCore:
         tx = s.transactions.get(tx_id)
         if tx is None:
             raise TransactionError(f"No open transaction {tx_id!r}; send BEGIN first.")
-        if (
-            len(tx.frames) >= self.limits.max_transaction_frames
-            or tx.size + size > self.max_transaction_bytes
-        ):
+        held = sum(t.size for t in s.transactions.values())
+        if len(tx.frames) >= self.limits.max_transaction_frames or held + size > self.max_transaction_bytes:
             raise TransactionError(
-                f"Transaction {tx_id!r} is too large: at most {self.limits.max_transaction_frames} frames "
-                f"and {self.max_transaction_bytes} bytes; commit in smaller parts."
+                f"Transaction {tx_id!r} is too large: at most {self.limits.max_transaction_frames} frames, "
+                f"and {self.max_transaction_bytes} bytes in all open transactions; commit in smaller parts."
             )
         tx.frames.append(frame)
         tx.size += size
@@ -469,6 +500,9 @@ class BrokerCore:
 
     def _on_commit(self, s: SessionState, ev: Commit) -> None:
         tx = self._take_transaction(s, ev.transaction)
+        for frame in tx.frames:
+            if isinstance(frame, Send):
+                self._check_send(s, frame)  # all or nothing: refuse before applying any
         for frame in tx.frames:
             if isinstance(frame, Send):
                 self._publish(s, frame)
@@ -516,9 +550,13 @@ def _int_header(headers: dict[str, str], name: str, default: int, low: int, high
     raw = headers.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not raw.isascii() or not low <= int(raw) <= high:
+    if not raw.isdigit() or not raw.isascii() or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         raise InvalidHeader(f"{name} must be an integer from {low} to {high}, got {raw[:40]!r}.")
     return int(raw)
+
+
+def _headers_size(headers: dict[str, str]) -> int:
+    return sum(len(k) + len(v) + 2 for k, v in headers.items())
 
 
 def _durable_name(ev: Subscribe) -> str | None:

@@ -28,6 +28,7 @@ from .errors import InvalidDestination
 
 MAX_NAME_LENGTH = 255
 _NAME_RE = re.compile(r"[^\x00-\x20\x7f~][^\x00-\x1f\x7f]*")
+_KEY_RE = re.compile(r"[^\x00-\x1f\x7f]*")
 
 
 class Kind(enum.Enum):
@@ -82,6 +83,11 @@ def parse_destination(text: str) -> Destination:
             rest = text[len(prefix) :]
             if kind is Kind.EXCHANGE:
                 name, _, key = rest.partition("/")
+                if len(key) > MAX_NAME_LENGTH or _KEY_RE.fullmatch(key) is None:
+                    raise InvalidDestination(
+                        f"Invalid routing key {key[:80]!r}: "
+                        f"use at most {MAX_NAME_LENGTH} printable characters."
+                    )
                 return Destination(kind, check_name(name, "exchange"), key)
             return Destination(kind, check_name(rest, kind.value))
     raise InvalidDestination(

@@ -4,10 +4,12 @@ Ownership: every object here belongs to the :class:`~queueit.broker.core.BrokerC
 and is touched only from the event-loop thread; nothing here awaits anything.
 
 Flow control: when a queue that has consumers holds more than ``FLOW_HIGH`` ready
-messages, every connection that publishes to it is blocked (the server stops reading its
-socket) until the queue is down to ``FLOW_LOW`` or loses its consumers. Producers then
-run at the consumers' pace instead of filling memory. (Queues without consumers are
-bounded by the storage limits of the durable store, not here.)
+messages, a connection that publishes to it is blocked (its session parks further SENDs)
+until the queue is down to ``FLOW_LOW`` or loses its consumers, so producers run at the
+consumers' pace instead of filling memory. A publisher that also consumes the queue is
+never blocked by it (it could not ack its way out), and the broker's own replies (admin,
+reply queues) are not flow-controlled. Queues without consumers are bounded by the
+storage limits of the durable store, not here.
 
 Dispatch invariant: a queue hands a ready message to a consumer only when the consumer
 ``can_take`` (its connection is writable and, for client acks, it holds fewer unacked
@@ -36,11 +38,11 @@ class Outlet(Protocol):
 
     def deliver(self, subscription: Subscription, message: Message) -> None: ...
 
-    def block(self) -> None:
-        """Stop reading from this client: a queue it publishes to is backed up."""
+    def block(self, queue: Queue) -> None:
+        """Hold back this client's publishing: ``queue`` is backed up."""
         ...
 
-    def unblock(self) -> None: ...
+    def unblock(self, queue: Queue) -> None: ...
 
 
 FLOW_HIGH = 20_000
@@ -60,7 +62,6 @@ class Subscription:
         "destination",
         "id",
         "outlet",
-        "owner",
         "pending",
         "prefetch",
         "queue",
@@ -75,7 +76,6 @@ class Subscription:
         ack_mode: AckMode,
         prefetch: int,
         outlet: Outlet,
-        owner: str,
         pending: dict[str, Subscription],
     ) -> None:
         self.id = id
@@ -84,7 +84,6 @@ class Subscription:
         self.ack_mode = ack_mode
         self.prefetch = prefetch
         self.outlet = outlet
-        self.owner = owner  # session id
         self.pending = pending  # the session's ack-id index, shared by its subscriptions
         # Delivered and not yet acked, in delivery order (cumulative ACK walks this order).
         self.unacked: dict[str, Message] = {}
@@ -97,15 +96,14 @@ class Queue:
     __slots__ = (
         "_rr",
         "acked",
-        "auto_delete",
         "bindings",
         "blocked",
         "consumers",
         "delivered",
         "expired",
+        "flow_blocks",
         "kind",
         "name",
-        "owner",
         "published",
         "store",
     )
@@ -115,14 +113,10 @@ class Queue:
         name: str,
         store: QueueStore,
         kind: QueueKind = QueueKind.NAMED,
-        *,
-        owner: str | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.kind = kind
-        self.owner = owner  # session id of an exclusive queue
-        self.auto_delete = kind in (QueueKind.SUBSCRIPTION, QueueKind.TEMPORARY)
         self.consumers: list[Subscription] = []
         self.bindings: set[tuple[str, str]] = set()  # (exchange, key) pairs, for unbinding
         self.blocked: set[Outlet] = set()  # publishers held back by flow control
@@ -131,6 +125,7 @@ class Queue:
         self.delivered = 0
         self.acked = 0
         self.expired = 0
+        self.flow_blocks = 0  # times a publisher was held back by this queue
 
     def __len__(self) -> int:
         return len(self.store)
@@ -144,9 +139,15 @@ class Queue:
         self.store.put(message)
         if self.consumers:
             self.dispatch(now_ms)
-            if publisher is not None and len(self.store) > FLOW_HIGH and publisher not in self.blocked:
+            if (
+                publisher is not None
+                and len(self.store) > FLOW_HIGH
+                and publisher not in self.blocked
+                and all(c.outlet is not publisher for c in self.consumers)
+            ):
                 self.blocked.add(publisher)
-                publisher.block()
+                self.flow_blocks += 1
+                publisher.block(self)
 
     def dispatch(self, now_ms: int) -> None:
         """Hand ready messages to consumers that can take them, round-robin."""
@@ -182,7 +183,7 @@ class Queue:
     def release_publishers(self) -> None:
         blocked, self.blocked = self.blocked, set()
         for outlet in blocked:
-            outlet.unblock()
+            outlet.unblock(self)
 
     def _expired(self, message: Message, now_ms: int) -> bool:
         """Settle (drop) a message whose ``expires`` time has passed."""

@@ -11,18 +11,22 @@ import asyncio
 import logging
 import ssl
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._version import __version__
 from ..stomp import Connect
 from .auth import Authenticator, User, UserDB
-from .config import BrokerSettings
+from .config import BrokerSettings, ConfigError
 from .core import BrokerCore
+from .errors import BrokerError
 from .session import Session
 from .storage import MemoryStore, MessageStore
 
 log = logging.getLogger("queueit.broker")
+
+#: Password checks running at once (each is one scrypt in a worker thread).
+LOGIN_CONCURRENCY = 4
 
 
 class BrokerServer:
@@ -35,6 +39,7 @@ class BrokerServer:
         self._per_ip: Counter[str] = Counter()
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._login_slots = asyncio.Semaphore(LOGIN_CONCURRENCY)
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port)
 
     # -- listening ---------------------------------------------------------------------------
@@ -48,7 +53,12 @@ class BrokerServer:
         if s.tls is not None:
             context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             context.minimum_version = ssl.TLSVersion.TLSv1_2
-            context.load_cert_chain(s.tls.cert, s.tls.key)
+            try:
+                context.load_cert_chain(s.tls.cert, s.tls.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"cannot load the TLS certificate {s.tls.cert} and key {s.tls.key}: {exc}"
+                ) from exc
             tls_server = await loop.create_server(
                 lambda: Session(self), s.tls.host or s.host, s.tls.port, ssl=context, reuse_address=True
             )
@@ -95,9 +105,17 @@ class BrokerServer:
             if self._per_ip[ip] <= 0:
                 del self._per_ip[ip]
 
-    async def authenticate(self, event: Connect, peer: str | None) -> User | str:
-        # scrypt takes tens of milliseconds: keep it off the event loop.
-        return await asyncio.to_thread(self.authenticator.authenticate, event.login, event.passcode, peer)
+    async def authenticate(self, event: Connect, peer: str | None, wanted: Callable[[], bool]) -> User | str:
+        """Check a CONNECT in a worker thread (scrypt takes tens of milliseconds).
+
+        At most :data:`LOGIN_CONCURRENCY` checks run at once, and a check whose connection
+        has gone by the time its turn comes is skipped, so a flood of CONNECTs costs bounded
+        CPU and cannot starve other logins for long.
+        """
+        async with self._login_slots:
+            if not wanted():
+                return "connection closed"
+            return await asyncio.to_thread(self.authenticator.authenticate, event.login, event.passcode, peer)
 
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -111,17 +129,28 @@ def _bound(server: asyncio.Server) -> tuple[str, int]:
 
 
 def build_core(settings: BrokerSettings, store: MessageStore | None = None) -> BrokerCore:
+    """The core with the config's exchanges and bindings.
+
+    Raises:
+        ConfigError: an exchange or binding of the config is invalid.
+    """
     core = BrokerCore(store or MemoryStore(), settings.limits)
-    for spec in settings.exchanges:
-        core.declare_exchange(spec.name, spec.type)
-    for binding in settings.bindings:
-        core.bind(binding.exchange, binding.queue, binding.key)
+    try:
+        for spec in settings.exchanges:
+            core.declare_exchange(spec.name, spec.type)
+        for binding in settings.bindings:
+            core.bind(binding.exchange, binding.queue, binding.key)
+    except BrokerError as exc:
+        raise ConfigError(f"[[exchanges]] / [[bindings]]: {exc.detail}") from exc
     return core
 
 
 async def run_broker(settings: BrokerSettings, stop: asyncio.Event) -> None:
     """Serve until ``stop`` is set; log one line when ready."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the data dir {settings.data_dir}: {exc.strerror}") from exc
     users = UserDB.load(settings.users_path)
     server = BrokerServer(settings, build_core(settings), Authenticator(users, settings.auth))
     await server.start()

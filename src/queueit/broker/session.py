@@ -5,9 +5,19 @@ than a stream pair: ``data_received`` feeds the protocol object directly, and
 ``pause_writing``/``resume_writing`` tell the core when the client cannot take more, so
 dispatch stops for that client and nobody else waits.
 
-Ownership: a Session owns its ``ServerConnection``, its outbound buffer and its timers.
-Writes are collected during one loop iteration and flushed once (``call_soon``), so a
-burst of MESSAGE and RECEIPT frames costs one system call.
+Ownership: a Session owns its ``ServerConnection``, its outbound buffer, its parked
+frames and its timers. Writes are collected during one loop iteration and flushed once
+(``call_soon``), so a burst of MESSAGE and RECEIPT frames costs one system call.
+
+Reading is paused for any of three reasons, tracked separately so that one never undoes
+another: the login is being checked, parked frames fill :data:`PARK_LIMIT`, or the
+client does not read what we write. While reading is paused by us, the client's silence
+is ours, so it does not count against its heart-beats.
+
+Flow control: while a queue this client publishes to is backed up (``block``), its SEND
+frames are parked in arrival order, and so is every later frame except a plain ACK or
+NACK, which is handled at once: a consumer must be able to ack the very queue that holds
+it back. Parked frames are replayed when every blocking queue has drained.
 """
 
 from __future__ import annotations
@@ -15,15 +25,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..stomp import (
     EOL,
+    Ack,
     AckMode,
     BeatAction,
+    ClientEvent,
     Connect,
     Disconnect,
+    Nack,
+    Send,
     ServerConnection,
     State,
     StompProtocolError,
@@ -34,7 +49,7 @@ from .messages import Message
 
 if TYPE_CHECKING:
     from .core import BrokerCore, SessionState
-    from .queues import Subscription
+    from .queues import Queue, Subscription
     from .server import BrokerServer
 
 log = logging.getLogger("queueit.broker")
@@ -43,6 +58,12 @@ log = logging.getLogger("queueit.broker")
 OUTBOUND_HIGH_WATER = 256 * 1024
 #: The transport reports "paused" above this many unsent bytes (asyncio's default is 64 KiB).
 TRANSPORT_HIGH_WATER = 1024 * 1024
+#: Parked frames (flow control) past which reading from the client stops.
+PARK_LIMIT = 1024 * 1024
+#: A client that reads nothing of what we write for this long is disconnected.
+WRITE_STALL_TIMEOUT = 60.0
+#: After ERROR or DISCONNECT, how long a client may take to read the last frames.
+CLOSE_LINGER = 5.0
 
 
 class Session(asyncio.Protocol):
@@ -66,8 +87,13 @@ class Session(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
-        self._flow_blocked = False  # a queue this client publishes to is backed up
+        self._read_holds: set[str] = set()  # why reading is paused: "login", "parked", "write"
+        self._blockers: set[Queue] = set()  # backed-up queues this client publishes to
+        self._parked: deque[tuple[ClientEvent, int]] = deque()
+        self._parked_bytes = 0
+        self._replay_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._stall_timer: asyncio.TimerHandle | None = None
         self._clock: Callable[[], float] = time.monotonic
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -95,21 +121,26 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        if self._timer is not None:
-            self._timer.cancel()
+        for timer in (self._timer, self._stall_timer):
+            if timer is not None:
+                timer.cancel()
         if self.conn.state is not State.CLOSED:
             self.conn.close()
-        if self.state is not None:
-            self.core.close_session(self.state)
-            self.state = None
+        self._detach()
         self._out.clear()
         self.server.forget(self)
 
     def pause_writing(self) -> None:
         self._paused = True
+        self._hold("write")
+        self._stall_timer = self.loop.call_later(WRITE_STALL_TIMEOUT, self._write_stalled)
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        self._release("write")
         if self.state is not None and not self._closing:
             self.core.resume(self.state)
 
@@ -139,22 +170,21 @@ class Session(asyncio.Protocol):
             )
         )
 
-    def block(self) -> None:
-        if not self._flow_blocked and self.transport is not None and not self._closing:
-            self._flow_blocked = True
-            self.transport.pause_reading()
+    def block(self, queue: Queue) -> None:
+        if not self._closing:
+            self._blockers.add(queue)
 
-    def unblock(self) -> None:
-        if self._flow_blocked:
-            self._flow_blocked = False
-            if self.transport is not None and not self._closing and self.conn.state is State.CONNECTED:
-                self.transport.resume_reading()
+    def unblock(self, queue: Queue) -> None:
+        self._blockers.discard(queue)
+        if not self._blockers and self._parked and not self._replay_scheduled:
+            # Called from inside the core's dispatch: replay on the next loop turn, not here.
+            self._replay_scheduled = True
+            self.loop.call_soon(self._replay)
 
     # -- frames ------------------------------------------------------------------------------
 
     def _process(self) -> None:
         conn = self.conn
-        state = self.state
         while not self._closing:
             try:
                 event = conn.next_event()
@@ -162,36 +192,60 @@ class Session(asyncio.Protocol):
                 self._fail_protocol(exc)
                 return
             if event is None:
-                if conn.buffered and conn.state is State.AUTHENTICATING and self.transport is not None:
-                    self.transport.pause_reading()  # resumed after authentication
                 return
             if isinstance(event, Connect):
+                self._hold("login")
                 self._start_login(event)
                 return
-            assert state is not None
-            try:
-                self.core.handle(state, event)
-            except BrokerError as exc:
-                self._fail(exc.message, exc.detail, getattr(event, "receipt", None))
+            if (self._blockers or self._parked) and not _settles_now(event):
+                self._park(event)
+            elif not self._handle(event):
                 return
-            except Exception:
-                log.exception("internal error handling %s from %s", type(event).__name__, self.peer)
-                self._fail(
-                    "Internal error",
-                    "The broker failed to process this frame; see its log.",
-                    getattr(event, "receipt", None),
-                )
+
+    def _handle(self, event: ClientEvent) -> bool:
+        """Apply one frame; False when the connection is closing because of it."""
+        state = self.state
+        assert state is not None  # the connection only yields frames after CONNECT
+        try:
+            self.core.handle(state, event)
+        except BrokerError as exc:
+            self._fail(exc.message, exc.detail, event.receipt)
+            return False
+        except Exception:
+            log.exception("internal error handling %s from %s", type(event).__name__, self.peer)
+            self._fail(
+                "Internal error", "The broker failed to process this frame; see its log.", event.receipt
+            )
+            return False
+        if event.receipt is not None:
+            self._write(self.conn.receipt(event.receipt))
+        if isinstance(event, Disconnect):
+            self._close_after_flush()
+            return False
+        return True
+
+    def _park(self, event: ClientEvent) -> None:
+        size = 256 + (len(event.body) if isinstance(event, Send) else 0)
+        self._parked.append((event, size))
+        self._parked_bytes += size
+        if self._parked_bytes > PARK_LIMIT:
+            self._hold("parked")
+
+    def _replay(self) -> None:
+        self._replay_scheduled = False
+        while self._parked and not self._blockers and not self._closing:
+            event, size = self._parked.popleft()
+            self._parked_bytes -= size
+            if not self._handle(event):
                 return
-            if event.receipt is not None:
-                self._write(conn.receipt(event.receipt))
-            if isinstance(event, Disconnect):
-                self._close_after_flush()
-                return
+        if not self._parked:
+            self._release("parked")
+            self._process()  # frames that arrived meanwhile
 
     def _start_login(self, event: Connect) -> None:
         async def login() -> None:
             try:
-                result = await self.server.authenticate(event, self.peer)
+                result = await self.server.authenticate(event, self.peer, lambda: not self._closing)
             except Exception:
                 log.exception("authentication failed with an internal error")
                 result = "Authentication failed (internal error); see the broker log"
@@ -212,9 +266,22 @@ class Session(asyncio.Protocol):
         if event.receipt is not None:
             self._write(self.conn.receipt(event.receipt))
         self._arm_timer()
-        if self.transport is not None and not self._flow_blocked:
-            self.transport.resume_reading()
+        self._release("login")
         self._process()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    def _hold(self, reason: str) -> None:
+        if not self._read_holds and self.transport is not None and not self._closing:
+            self.transport.pause_reading()
+        self._read_holds.add(reason)
+
+    def _release(self, reason: str) -> None:
+        if reason not in self._read_holds:
+            return
+        self._read_holds.discard(reason)
+        if not self._read_holds and self.transport is not None and not self._closing:
+            self.transport.resume_reading()
 
     # -- output ------------------------------------------------------------------------------
 
@@ -250,11 +317,27 @@ class Session(asyncio.Protocol):
         self._close_after_flush()
 
     def _close_after_flush(self) -> None:
-        """Flush what is buffered, then close; reading stops at once."""
+        """Give back what the connection held, flush, then close; reading stops at once.
+
+        The core forgets the connection now, not when the socket is finally gone: a client
+        that never reads its last frames must not keep its unacked messages.
+        """
+        self._detach()
         self._flush()
         self._closing = True
         if self.transport is not None:
             self.transport.close()  # asyncio writes out its buffer before closing the socket
+            self.loop.call_later(CLOSE_LINGER, self.transport.abort)
+
+    def _detach(self) -> None:
+        for queue in self._blockers:
+            queue.blocked.discard(self)
+        self._blockers.clear()
+        self._parked.clear()
+        self._parked_bytes = 0
+        if self.state is not None:
+            self.core.close_session(self.state)
+            self.state = None
 
     def shutdown(self) -> None:
         """The broker stops: flush and close this connection."""
@@ -266,7 +349,15 @@ class Session(asyncio.Protocol):
     def _login_timeout(self) -> None:
         self._timer = None
         if self.state is None and not self._closing:
-            self._fail("Login timeout", "No CONNECT frame was received in time.")
+            self._fail("Login timeout", "No successful CONNECT was received in time.")
+
+    def _write_stalled(self) -> None:
+        self._stall_timer = None
+        if self._paused and not self._closing and self.transport is not None:
+            log.info("closing connection from %s: it read nothing for %.0f s", self.peer, WRITE_STALL_TIMEOUT)
+            self._detach()
+            self._closing = True
+            self.transport.abort()
 
     def _arm_timer(self) -> None:
         if self._timer is not None:
@@ -281,9 +372,13 @@ class Session(asyncio.Protocol):
         self._timer = None
         if self._closing:
             return
-        action = self.conn.on_timer(self._clock())
+        now = self._clock()
+        if self._read_holds:
+            self.conn.note_received(now)  # we are not reading: the silence is ours
+        action = self.conn.on_timer(now)
         if action is BeatAction.PEER_DEAD:
             log.info("closing connection from %s: no heart-beat from the client", self.peer)
+            self._detach()
             self._closing = True
             if self.transport is not None:
                 self.transport.abort()
@@ -291,3 +386,8 @@ class Session(asyncio.Protocol):
         if action is BeatAction.SEND_BEAT and self.transport is not None:
             self.transport.write(EOL)
         self._arm_timer()
+
+
+def _settles_now(event: ClientEvent) -> bool:
+    """A plain ACK/NACK is handled even while SENDs are parked (see the module docstring)."""
+    return isinstance(event, Ack | Nack) and event.transaction is None

@@ -139,8 +139,11 @@ def _admin(args: argparse.Namespace, headers: dict[str, str]) -> dict[str, Any]:
     with _client(args) as client:
         client.send("/queueit/admin", b"", headers={**headers, "reply-to": "/temp-queue/admin"})
         reply = client.receive()
-    answer: dict[str, Any] = json.loads(reply.body)
-    if not answer.get("ok"):
+    try:
+        answer: dict[str, Any] = json.loads(reply.body)
+    except ValueError:
+        raise ClientError(f"the broker's admin reply is not JSON: {reply.body[:80]!r}") from None
+    if not isinstance(answer, dict) or not answer.get("ok"):
         raise ClientError(answer.get("error", "admin request failed"))
     return answer
 
@@ -153,7 +156,8 @@ def stat(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
-    print(f"store: {answer['store']}   connections: {answer['connections']}")
+    connections = answer["connections"]
+    print(f"store: {answer['store']}   connections: {'-' if connections is None else connections}")
     rows = [(q["name"], q["depth"], q["consumers"], q["in_flight"]) for q in answer["queues"]]
     _table(["queue", "depth", "consumers", "in-flight"], rows)
     _table(["topic", "subscribers"], [(t["name"], t["subscribers"]) for t in answer["topics"]])

@@ -61,24 +61,40 @@ class AsyncClient:
         self._connected: asyncio.Future[Connected] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._error: ClientError | None = None
+        self._failed = asyncio.Event()
 
     async def connect(self) -> Connected:
+        """Connect and log in.
+
+        Raises:
+            ConnectionClosed: the broker cannot be reached, refused the login
+                (:class:`ServerRefused`), or did not answer in time.
+        """
         loop = asyncio.get_running_loop()
-        self._reader, self._writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, ssl=self._tls), self.timeout
-        )
-        self._connected = loop.create_future()
-        self._write(
-            self.conn.connect(
-                self._vhost,
-                login=self._login,
-                passcode=self._passcode,
-                heartbeat=self._heartbeat,
-                versions=self._versions,
+        try:
+            self._reader, self._writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port, ssl=self._tls), self.timeout
             )
-        )
-        self._tasks.append(loop.create_task(self._read_loop()))
-        connected = await asyncio.wait_for(asyncio.shield(self._connected), self.timeout)
+            self._connected = loop.create_future()
+            self._write(
+                self.conn.connect(
+                    self._vhost,
+                    login=self._login,
+                    passcode=self._passcode,
+                    heartbeat=self._heartbeat,
+                    versions=self._versions,
+                )
+            )
+            self._tasks.append(loop.create_task(self._read_loop()))
+            connected = await asyncio.wait_for(asyncio.shield(self._connected), self.timeout)
+        except (OSError, TimeoutError) as exc:
+            await self.close()
+            raise ConnectionClosed(
+                f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
+            ) from exc
+        except ClientError:
+            await self.close()
+            raise
         self._tasks.append(loop.create_task(self._beat_loop()))
         return connected
 
@@ -170,14 +186,33 @@ class AsyncClient:
         await self._simple(Command.ABORT, [("transaction", transaction)], receipt)
 
     async def receive(self, timeout: float | None = None) -> Message:
-        if self._error is not None and self._messages.empty():
+        """The next MESSAGE.
+
+        Raises:
+            ReceiveTimeout: none arrived within ``timeout`` (default: the client's timeout).
+            ConnectionClosed / ServerRefused: the connection ended (at once, not at the timeout).
+        """
+        if not self._messages.empty():
+            return self._messages.get_nowait()
+        if self._error is not None:
             raise self._error
+        getter = asyncio.ensure_future(self._messages.get())
+        failed = asyncio.ensure_future(self._failed.wait())
         try:
-            return await asyncio.wait_for(self._messages.get(), self.timeout if timeout is None else timeout)
-        except TimeoutError:
-            if self._error is not None:
-                raise self._error from None
-            raise ReceiveTimeout("nothing received in time") from None
+            await asyncio.wait(
+                {getter, failed},
+                timeout=self.timeout if timeout is None else timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            failed.cancel()
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        if self._error is not None:
+            raise self._error
+        raise ReceiveTimeout("nothing received in time")
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -196,6 +231,8 @@ class AsyncClient:
         self._write(data)
         try:
             await asyncio.wait_for(future, self.timeout)
+        except TimeoutError:
+            raise ReceiveTimeout(f"no RECEIPT for {rid!r} within {self.timeout} s") from None
         finally:
             self._receipts.pop(rid, None)
 
@@ -240,6 +277,7 @@ class AsyncClient:
 
     def _fail(self, error: ClientError) -> None:
         self._error = error
+        self._failed.set()
         for future in [*self._receipts.values(), self._connected]:
             if future is not None and not future.done():
                 future.set_exception(error)
@@ -250,7 +288,10 @@ class AsyncClient:
             if deadline is None:
                 return
             await asyncio.sleep(max(deadline - time.monotonic(), 0.0))
-            action = self.conn.on_timer(time.monotonic())
+            now = time.monotonic()
+            if self._messages.full():
+                self.conn.note_received(now)  # the reader waits for us, not for the server
+            action = self.conn.on_timer(now)
             if action is BeatAction.SEND_BEAT and self._writer is not None:
                 self._writer.write(EOL)
             elif action is BeatAction.PEER_DEAD:

@@ -342,6 +342,11 @@ class ServerConnection:
     def next_deadline(self) -> float | None:
         return self._clock.next_deadline() if self._clock is not None else None
 
+    def note_received(self, now: float) -> None:
+        """Count the peer as alive at ``now`` (its owner paused reading on purpose)."""
+        if self._clock is not None:
+            self._clock.last_received = now
+
     def note_sent(self, now: float) -> None:
         """Any bytes written count as a heart-beat."""
         if self._clock is not None:
@@ -466,6 +471,11 @@ class ClientConnection:
 
     def next_deadline(self) -> float | None:
         return self._clock.next_deadline() if self._clock is not None else None
+
+    def note_received(self, now: float) -> None:
+        """Count the peer as alive at ``now`` (its owner is not reading, on purpose)."""
+        if self._clock is not None:
+            self._clock.last_received = now
 
     def note_sent(self, now: float) -> None:
         if self._clock is not None:
