@@ -42,6 +42,7 @@ def test_signal_shuts_down_cleanly_with_clients_connected(tmp_path: Path, sig: i
     client.subscribe("/queue/a", receipt=True)
     assert broker.stop(sig) == 0
     assert any("stopped" in line for line in broker.log)
+    assert any("Send a first message:" in line and "/queue/hello" in line for line in broker.log)
     assert not any("Traceback" in line for line in broker.log)
     with pytest.raises(Exception, match="closed"):
         client.receive(timeout=5)

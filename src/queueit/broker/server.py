@@ -145,8 +145,12 @@ def build_core(settings: BrokerSettings, store: MessageStore | None = None) -> B
     return core
 
 
-async def run_broker(settings: BrokerSettings, stop: asyncio.Event) -> None:
-    """Serve until ``stop`` is set; log one line when ready."""
+async def run_broker(
+    settings: BrokerSettings,
+    stop: asyncio.Event,
+    on_ready: Callable[[list[tuple[str, str, int]]], None] | None = None,
+) -> None:
+    """Serve until ``stop`` is set; log one line when ready, then call ``on_ready``."""
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -162,6 +166,8 @@ async def run_broker(settings: BrokerSettings, stop: asyncio.Event) -> None:
         settings.data_dir,
         server.core.store.capabilities.name,
     )
+    if on_ready is not None:
+        on_ready(server.addresses)
     try:
         await stop.wait()
     finally:

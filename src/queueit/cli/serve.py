@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -41,6 +42,22 @@ def register(sub: Any) -> None:
     p.set_defaults(func=run)
 
 
+def _print_first_steps(addresses: list[tuple[str, str, int]]) -> None:
+    _, host, port = addresses[0]
+    where = "" if host == "127.0.0.1" else f" --host {host}"
+    where += "" if port == DEFAULT_PORT else f" --port {port}"
+    # Name the command as the user can type it: `.venv/bin/queueit` when not on PATH.
+    prog = sys.argv[0] if Path(sys.argv[0]).name == "queueit" and not shutil.which("queueit") else "queueit"
+    print(
+        f"Send a first message:   {prog} send{where} /queue/hello 'Hello, queueit'\n"
+        f"Receive it:             {prog} consume{where} /queue/hello --count 1\n"
+        f"See queues and topics:  {prog} stat{where}\n"
+        "Stop with Ctrl-C.",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(),
@@ -64,11 +81,11 @@ def run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await run_broker(settings, stop)
+        await run_broker(settings, stop, on_ready=_print_first_steps)
 
     try:
         runner(main())
-    except (UsersFileError, ConfigError) as exc:
+    except (UsersFileError, ConfigError) as exc:  # includes TLS files, data dir, exchanges
         print(f"queueit serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:
