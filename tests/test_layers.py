@@ -78,7 +78,7 @@ def test_broker_core_does_not_reach_the_network_layer(module: str) -> None:
 @pytest.mark.parametrize("path", modules_under("client") + modules_under("broker"), ids=lambda p: p.name)
 def test_nothing_imports_the_cli_and_clients_do_not_import_the_broker(path: Path) -> None:
     for name in imports_of(path):
-        assert name != "queueit.cli" and not name.startswith("queueit.cli."), f"{path} imports {name}"
+        assert name.split(".")[:2] != ["queueit", "cli"], f"{path} imports {name}"
         if "client" in path.parts:
             assert not name.startswith("queueit.broker"), f"{path} imports {name}"
 
