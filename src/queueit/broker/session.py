@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, cast
 
 from ..stomp import (
     EOL,
+    FRAME_END,
     Ack,
     AckMode,
     BeatAction,
@@ -164,11 +165,14 @@ class Session(asyncio.Protocol):
         if message.redelivered:
             block += "redelivered:true\n"
         ack = None if subscription.ack_mode is AckMode.AUTO else message.id
-        self._write(
-            conn.message_with_block(
-                message.destination, message.id, subscription.id, ack, block, message.body
-            )
-        )
+        body = message.body
+        head = conn.message_head(message.destination, message.id, subscription.id, ack, block, len(body))
+        # Three parts, joined once per flush: the body is copied once, not three times.
+        self._out += (head, body, FRAME_END)
+        self._out_bytes += len(head) + len(body) + len(FRAME_END)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
 
     def block(self, queue: Queue) -> None:
         if not self._closing:

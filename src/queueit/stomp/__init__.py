@@ -31,10 +31,11 @@ from .heartbeat import BeatAction, HeartbeatClock, negotiate, parse_heartbeat
 from .limits import Limits
 from .parser import FrameParser
 from .state import State
-from .writer import encode_frame
+from .writer import FRAME_END, encode_frame
 
 __all__ = [
     "EOL",
+    "FRAME_END",
     "SUPPORTED_VERSIONS",
     "V10",
     "V11",

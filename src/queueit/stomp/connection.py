@@ -316,12 +316,29 @@ class ServerConnection:
 
         The broker encodes a message's headers once per version, not once per delivery.
         """
+        return self.message_head(destination, message_id, subscription, ack, header_block, len(body)) + (
+            body + FRAME_END
+        )
+
+    def message_head(
+        self,
+        destination: str,
+        message_id: str,
+        subscription: str,
+        ack: str | None,
+        header_block: str,
+        body_length: int,
+    ) -> bytes:
+        """Command and headers of a MESSAGE frame: the frame is ``head + body + FRAME_END``.
+
+        A writer that gathers parts (as the broker does) saves copying every body twice.
+        """
         version = self.version
         if version == V10:
             ack_line = "" if ack is None else f"ack:{ack}\n"
             head = (
                 f"MESSAGE\ndestination:{destination}\nmessage-id:{message_id}\n"
-                f"subscription:{subscription}\n{ack_line}{header_block}content-length:{len(body)}\n\n"
+                f"subscription:{subscription}\n{ack_line}{header_block}content-length:{body_length}\n\n"
             )
         else:
             ack_line = "" if ack is None else f"ack:{escape(ack, version)}\n"
@@ -329,9 +346,9 @@ class ServerConnection:
                 f"MESSAGE\ndestination:{_escape_cached(destination, version)}\n"
                 f"message-id:{escape(message_id, version)}\n"
                 f"subscription:{_escape_cached(subscription, version)}\n{ack_line}{header_block}"
-                f"content-length:{len(body)}\n\n"
+                f"content-length:{body_length}\n\n"
             )
-        return head.encode("utf-8") + body + FRAME_END
+        return head.encode("utf-8")
 
     def close(self) -> None:
         """The transport is gone; nothing more will be read or written."""
