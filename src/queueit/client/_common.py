@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from ..stomp import ClientConnection, Command, Message, ServerError
 from .errors import ServerRefused
@@ -12,12 +13,30 @@ Body = bytes | str
 Headers = Mapping[str, str] | None
 
 
+@dataclass(frozen=True, slots=True)
+class LoginSettings:
+    """What a client's CONNECT frame says."""
+
+    vhost: str
+    login: str | None
+    passcode: str | None
+    heartbeat: tuple[int, int]
+    versions: tuple[str, ...]
+
+
 class FrameBuilder:
     """Turns client calls into frame bytes; tracks receipt and subscription ids."""
 
-    def __init__(self, conn: ClientConnection) -> None:
+    def __init__(self, conn: ClientConnection, login: LoginSettings) -> None:
         self.conn = conn
+        self.login = login
         self._ids = itertools.count(1)
+
+    def connect(self) -> bytes:
+        s = self.login
+        return self.conn.connect(
+            s.vhost, login=s.login, passcode=s.passcode, heartbeat=s.heartbeat, versions=s.versions
+        )
 
     def next_id(self, prefix: str) -> str:
         return f"{prefix}-{next(self._ids)}"

@@ -26,7 +26,7 @@ from ..stomp import (
     ServerError,
     StompProtocolError,
 )
-from ._common import Body, FrameBuilder, Headers, refused
+from ._common import Body, FrameBuilder, Headers, LoginSettings, refused
 from .errors import ClientError, ConnectionClosed, ReceiveTimeout
 
 
@@ -47,13 +47,12 @@ class AsyncClient:
         max_buffered: int = 10_000,
     ) -> None:
         self.host, self.port = host, port
-        self._login, self._passcode, self._vhost = login, passcode, vhost or host
-        self._heartbeat = heartbeat
         self.timeout = timeout
         self._tls = tls
-        self._versions = tuple(versions)
         self.conn = ClientConnection(limits)
-        self._frames = FrameBuilder(self.conn)
+        self._frames = FrameBuilder(
+            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions))
+        )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue(max_buffered)
@@ -76,15 +75,7 @@ class AsyncClient:
                 asyncio.open_connection(self.host, self.port, ssl=self._tls), self.timeout
             )
             self._connected = loop.create_future()
-            self._write(
-                self.conn.connect(
-                    self._vhost,
-                    login=self._login,
-                    passcode=self._passcode,
-                    heartbeat=self._heartbeat,
-                    versions=self._versions,
-                )
-            )
+            self._write(self._frames.connect())
             self._tasks.append(loop.create_task(self._read_loop()))
             connected = await asyncio.wait_for(asyncio.shield(self._connected), self.timeout)
         except (OSError, TimeoutError) as exc:

@@ -29,7 +29,7 @@ from ..stomp import (
     ServerError,
     StompProtocolError,
 )
-from ._common import Body, FrameBuilder, Headers, refused
+from ._common import Body, FrameBuilder, Headers, LoginSettings, refused
 from .errors import ConnectionClosed, ReceiveTimeout
 
 DEFAULT_PORT = 61613
@@ -51,13 +51,12 @@ class Client:
         versions: Sequence[str] = SUPPORTED_VERSIONS,
     ) -> None:
         self.host, self.port = host, port
-        self._login, self._passcode, self._vhost = login, passcode, vhost or host
-        self._heartbeat = heartbeat
         self.timeout = timeout
         self._tls = tls
-        self._versions = tuple(versions)
         self.conn = ClientConnection(limits)
-        self._frames = FrameBuilder(self.conn)
+        self._frames = FrameBuilder(
+            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions))
+        )
         self._sock: socket.socket | None = None
         self._messages: deque[Message] = deque()
         self._receipts: set[str] = set()
@@ -71,15 +70,7 @@ class Client:
         if self._tls is not None:
             sock = self._tls.wrap_socket(sock, server_hostname=self.host)
         self._sock = sock
-        self._write(
-            self.conn.connect(
-                self._vhost,
-                login=self._login,
-                passcode=self._passcode,
-                heartbeat=self._heartbeat,
-                versions=self._versions,
-            )
-        )
+        self._write(self._frames.connect())
         deadline = time.monotonic() + self.timeout
         while self.connected is None:
             self._read_some(deadline)
