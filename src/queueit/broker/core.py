@@ -18,6 +18,7 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import assert_never
 
 from ..stomp import (
     Abort,
@@ -26,6 +27,7 @@ from ..stomp import (
     Begin,
     ClientEvent,
     Commit,
+    Connect,
     Disconnect,
     Limits,
     Nack,
@@ -96,17 +98,6 @@ class BrokerCore:
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._session_prefix = secrets.token_hex(3)
-        self._handlers: dict[type, Callable[[SessionState, ClientEvent], None]] = {
-            Send: self._on_send,  # type: ignore[dict-item]
-            Subscribe: self._on_subscribe,  # type: ignore[dict-item]
-            Unsubscribe: self._on_unsubscribe,  # type: ignore[dict-item]
-            Ack: self._on_ack,  # type: ignore[dict-item]
-            Nack: self._on_nack,  # type: ignore[dict-item]
-            Begin: self._on_begin,  # type: ignore[dict-item]
-            Commit: self._on_commit,  # type: ignore[dict-item]
-            Abort: self._on_abort,  # type: ignore[dict-item]
-            Disconnect: self._on_disconnect,  # type: ignore[dict-item]
-        }
         for name in store.stored_queues():
             self._create_queue(name, QueueKind.NAMED)
 
@@ -141,7 +132,29 @@ class BrokerCore:
         Raises:
             BrokerError: the request is refused; the connection is to be closed.
         """
-        self._handlers[type(event)](s, event)
+        match event:  # SEND first: it is the hot path
+            case Send():
+                self._on_send(s, event)
+            case Ack():
+                self._on_ack(s, event)
+            case Nack():
+                self._on_nack(s, event)
+            case Subscribe():
+                self._on_subscribe(s, event)
+            case Unsubscribe():
+                self._on_unsubscribe(s, event)
+            case Begin():
+                self._on_begin(s, event)
+            case Commit():
+                self._on_commit(s, event)
+            case Abort():
+                self._on_abort(s, event)
+            case Disconnect():
+                pass  # the session closes the connection, which requeues what it held
+            case Connect():
+                raise TypeError("CONNECT is the session's business, not the core's")
+            case _:
+                assert_never(event)
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -512,9 +525,6 @@ class BrokerCore:
 
     def _on_abort(self, s: SessionState, ev: Abort) -> None:
         self._take_transaction(s, ev.transaction)
-
-    def _on_disconnect(self, s: SessionState, ev: Disconnect) -> None:
-        """Nothing to do here: the session closes the connection, which requeues."""
 
     # -- administration (config and admin requests) -------------------------------------------
 
