@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 
 import pytest
 
-from queueit.client import AsyncClient, Client, ReceiveTimeout
+from queueit.client import AsyncClient, Client, ConnectionClosed, ReceiveTimeout, ServerRefused
 
 from ..conftest import BrokerProcess
 
@@ -99,3 +100,26 @@ def test_many_producers_and_consumers_lose_nothing(broker: BrokerProcess) -> Non
         t.join(30)
     assert len(received) == len(expected)
     assert set(received) == expected
+
+
+def test_async_client_errors_are_client_errors(broker: BrokerProcess) -> None:
+    async def main() -> None:
+        with socket.socket() as probe:  # a port nobody listens on
+            probe.bind(("127.0.0.1", 0))
+            free_port = probe.getsockname()[1]
+        with pytest.raises(ConnectionClosed, match="cannot connect"):
+            await AsyncClient("127.0.0.1", free_port, timeout=2).connect()
+        with pytest.raises(ServerRefused, match="Bad login"):
+            await AsyncClient(*broker.address, login="nobody", passcode="x", timeout=5).connect()
+        client = AsyncClient(*broker.address, timeout=30)
+        await client.connect()
+        await client.subscribe("/queue/wake", receipt=True)
+        waiter = asyncio.ensure_future(client.receive())  # waits; the broker then refuses a frame
+        await client.send("/nowhere/x", b"")
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(ServerRefused, match="Invalid destination"):
+            await waiter
+        assert asyncio.get_running_loop().time() - started < 10  # woken by the failure, not the timeout
+        await client.close()
+
+    asyncio.run(main())
