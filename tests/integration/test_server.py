@@ -262,3 +262,28 @@ def test_a_client_that_errs_gives_its_messages_back_even_if_it_never_reads(
     assert {m.headers.get("n") for m in got} == {str(i) for i in range(50)} | {None}
     # What greedy held comes back marked (what its full socket kept it from taking never left).
     assert any(m.headers.get("redelivered") == "true" for m in got)
+
+
+def test_messages_given_back_at_disconnect_go_to_other_connections(
+    broker: BrokerProcess, raw: RawPeers
+) -> None:
+    peer = raw(broker.address)
+    peer.connect()
+    peer.write(
+        b"SUBSCRIBE\ndestination:/queue/back\nid:a\nack:client-individual\nprefetch-count:3\n\n\x00"
+        b"SUBSCRIBE\ndestination:/queue/back\nid:b\nack:client-individual\nprefetch-count:10\nreceipt:s\n\n\x00"
+    )
+    assert peer.read_frame().headers["receipt-id"] == "s"
+    with Client(*broker.address) as producer:
+        for i in range(6):
+            producer.send("/queue/back", str(i).encode(), receipt=True)
+    held = [peer.read_frame() for _ in range(6)]
+    assert sorted(f.body for f in held) == [str(i).encode() for i in range(6)]
+    peer.write(b"DISCONNECT\nreceipt:bye\n\n\x00")
+    assert peer.read_frame().headers["receipt-id"] == "bye"  # and nothing after it
+    assert peer.wait_closed()
+    assert peer.parser.next_frame() is None
+    with Client(*broker.address) as other:
+        other.subscribe("/queue/back", ack="client-individual", prefetch=10)
+        again = sorted(other.receive(timeout=10).body for _ in range(6))
+    assert again == [str(i).encode() for i in range(6)]

@@ -4,7 +4,7 @@ Ownership: every object here belongs to the :class:`~queueit.broker.core.BrokerC
 and is touched only from the event-loop thread; nothing here awaits anything.
 
 Flow control: when a queue that has consumers holds more than ``FLOW_HIGH`` ready
-messages, a connection that publishes to it is blocked (its session parks further SENDs)
+messages, a connection that publishes to it is blocked (its session stops reading from it)
 until the queue is down to ``FLOW_LOW`` or loses its consumers, so producers run at the
 consumers' pace instead of filling memory. A publisher that also consumes the queue is
 never blocked by it (it could not ack its way out), and the broker's own replies (admin,

@@ -5,19 +5,20 @@ than a stream pair: ``data_received`` feeds the protocol object directly, and
 ``pause_writing``/``resume_writing`` tell the core when the client cannot take more, so
 dispatch stops for that client and nobody else waits.
 
-Ownership: a Session owns its ``ServerConnection``, its outbound buffer, its parked
-frames and its timers. Writes are collected during one loop iteration and flushed once
-(``call_soon``), so a burst of MESSAGE and RECEIPT frames costs one system call.
+Ownership: a Session owns its ``ServerConnection``, its outbound buffer and its timers.
+Writes are collected during one loop iteration and flushed once (``call_soon``), so a
+burst of MESSAGE and RECEIPT frames costs one system call.
 
 Reading is paused for any of three reasons, tracked separately so that one never undoes
-another: the login is being checked, parked frames fill :data:`PARK_LIMIT`, or the
-client does not read what we write. While reading is paused by us, the client's silence
-is ours, so it does not count against its heart-beats.
+another: the login is being checked ("login"), a queue this client publishes to is
+backed up ("flow"), or the client does not read what we write ("write"). While reading
+is paused by us, the client's silence is ours, so it does not count against its
+heart-beats.
 
-Flow control: while a queue this client publishes to is backed up (``block``), its SEND
-frames are parked in arrival order, and so is every later frame except a plain ACK or
-NACK, which is handled at once: a consumer must be able to ack the very queue that holds
-it back. Parked frames are replayed when every blocking queue has drained.
+Flow control pauses the whole connection, as RabbitMQ's does: frames are applied in
+arrival order, never reordered or set aside. A publisher that consumes the queue holding
+it back is never blocked by it (see :mod:`.queues`); two connections that each publish
+what the other consumes should publish and consume on separate connections.
 """
 
 from __future__ import annotations
@@ -25,21 +26,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
 from ..stomp import (
     EOL,
     FRAME_END,
-    Ack,
     AckMode,
     BeatAction,
     ClientEvent,
     Connect,
     Disconnect,
-    Nack,
-    Send,
     ServerConnection,
     State,
     StompProtocolError,
@@ -59,8 +56,6 @@ log = logging.getLogger("queueit.broker")
 OUTBOUND_HIGH_WATER = 256 * 1024
 #: The transport reports "paused" above this many unsent bytes (asyncio's default is 64 KiB).
 TRANSPORT_HIGH_WATER = 1024 * 1024
-#: Parked frames (flow control) past which reading from the client stops.
-PARK_LIMIT = 1024 * 1024
 #: A client that reads nothing of what we write for this long is disconnected.
 WRITE_STALL_TIMEOUT = 60.0
 #: After ERROR or DISCONNECT, how long a client may take to read the last frames.
@@ -88,13 +83,11 @@ class Session(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
-        self._read_holds: set[str] = set()  # why reading is paused: "login", "parked", "write"
+        self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write"
         self._blockers: set[Queue] = set()  # backed-up queues this client publishes to
-        self._parked: deque[tuple[ClientEvent, int]] = deque()
-        self._parked_bytes = 0
-        self._replay_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._clock: Callable[[], float] = time.monotonic
 
     # -- asyncio.Protocol --------------------------------------------------------------------
@@ -122,14 +115,16 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in (self._timer, self._stall_timer):
+        for timer in (self._timer, self._stall_timer, self._linger_timer):
             if timer is not None:
                 timer.cancel()
         if self.conn.state is not State.CLOSED:
             self.conn.close()
-        self._detach()
-        self._out.clear()
-        self.server.forget(self)
+        try:
+            self._detach()
+        finally:
+            self._out.clear()
+            self.server.forget(self)
 
     def pause_writing(self) -> None:
         self._paused = True
@@ -177,13 +172,12 @@ class Session(asyncio.Protocol):
     def block(self, queue: Queue) -> None:
         if not self._closing:
             self._blockers.add(queue)
+            self._hold("flow")
 
     def unblock(self, queue: Queue) -> None:
         self._blockers.discard(queue)
-        if not self._blockers and self._parked and not self._replay_scheduled:
-            # Called from inside the core's dispatch: replay on the next loop turn, not here.
-            self._replay_scheduled = True
-            self.loop.call_soon(self._replay)
+        if not self._blockers:
+            self._release("flow")  # only asks the transport to read again: safe inside dispatch
 
     # -- frames ------------------------------------------------------------------------------
 
@@ -201,9 +195,7 @@ class Session(asyncio.Protocol):
                 self._hold("login")
                 self._start_login(event)
                 return
-            if (self._blockers or self._parked) and not _settles_now(event):
-                self._park(event)
-            elif not self._handle(event):
+            if not self._handle(event):
                 return
 
     def _handle(self, event: ClientEvent) -> bool:
@@ -227,24 +219,6 @@ class Session(asyncio.Protocol):
             self._close_after_flush()
             return False
         return True
-
-    def _park(self, event: ClientEvent) -> None:
-        size = 256 + (len(event.body) if isinstance(event, Send) else 0)
-        self._parked.append((event, size))
-        self._parked_bytes += size
-        if self._parked_bytes > PARK_LIMIT:
-            self._hold("parked")
-
-    def _replay(self) -> None:
-        self._replay_scheduled = False
-        while self._parked and not self._blockers and not self._closing:
-            event, size = self._parked.popleft()
-            self._parked_bytes -= size
-            if not self._handle(event):
-                return
-        if not self._parked:
-            self._release("parked")
-            self._process()  # frames that arrived meanwhile
 
     def _start_login(self, event: Connect) -> None:
         async def login() -> None:
@@ -326,19 +300,17 @@ class Session(asyncio.Protocol):
         The core forgets the connection now, not when the socket is finally gone: a client
         that never reads its last frames must not keep its unacked messages.
         """
+        self._closing = True  # first: nothing given back below may be delivered here again
         self._detach()
         self._flush()
-        self._closing = True
         if self.transport is not None:
             self.transport.close()  # asyncio writes out its buffer before closing the socket
-            self.loop.call_later(CLOSE_LINGER, self.transport.abort)
+            self._linger_timer = self.loop.call_later(CLOSE_LINGER, self.transport.abort)
 
     def _detach(self) -> None:
         for queue in self._blockers:
             queue.blocked.discard(self)
         self._blockers.clear()
-        self._parked.clear()
-        self._parked_bytes = 0
         if self.state is not None:
             self.core.close_session(self.state)
             self.state = None
@@ -359,8 +331,8 @@ class Session(asyncio.Protocol):
         self._stall_timer = None
         if self._paused and not self._closing and self.transport is not None:
             log.info("closing connection from %s: it read nothing for %.0f s", self.peer, WRITE_STALL_TIMEOUT)
-            self._detach()
             self._closing = True
+            self._detach()
             self.transport.abort()
 
     def _arm_timer(self) -> None:
@@ -382,16 +354,11 @@ class Session(asyncio.Protocol):
         action = self.conn.on_timer(now)
         if action is BeatAction.PEER_DEAD:
             log.info("closing connection from %s: no heart-beat from the client", self.peer)
-            self._detach()
             self._closing = True
+            self._detach()
             if self.transport is not None:
                 self.transport.abort()
             return
         if action is BeatAction.SEND_BEAT and self.transport is not None:
             self.transport.write(EOL)
         self._arm_timer()
-
-
-def _settles_now(event: ClientEvent) -> bool:
-    """A plain ACK/NACK is handled even while SENDs are parked (see the module docstring)."""
-    return isinstance(event, Ack | Nack) and event.transaction is None

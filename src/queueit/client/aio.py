@@ -24,6 +24,7 @@ from ..stomp import (
     Message,
     Receipt,
     ServerError,
+    State,
     StompProtocolError,
 )
 from ._common import Body, FrameBuilder, Headers, LoginSettings, refused
@@ -83,20 +84,24 @@ class AsyncClient:
             raise ConnectionClosed(
                 f"cannot connect to {self.host}:{self.port}: {exc or 'timed out'}"
             ) from exc
-        except ClientError:
+        except BaseException:  # a refusal, or the caller cancelled us: leave nothing open
             await self.close()
             raise
         self._tasks.append(loop.create_task(self._beat_loop()))
         return connected
 
     async def disconnect(self, *, receipt: bool = True) -> None:
-        if self._writer is None:
-            return
-        with contextlib.suppress(ClientError, asyncio.TimeoutError):
-            await self._simple(Command.DISCONNECT, [], receipt)
-        await self.close()
+        """Say goodbye (waiting for the receipt) if the connection is still up, then close."""
+        try:
+            if self._writer is not None and self._error is None and self.conn.state is State.CONNECTED:
+                with contextlib.suppress(ClientError):
+                    await self._simple(Command.DISCONNECT, [], receipt)
+        finally:
+            await self.close()
 
     async def close(self) -> None:
+        """Close at once; a ``receive()`` waiting elsewhere raises ConnectionClosed."""
+        self._fail(ConnectionClosed("the client closed the connection"))
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -215,7 +220,12 @@ class AsyncClient:
         if rid is None:
             self._write(data)
             if self._writer is not None:
-                await self._writer.drain()
+                try:
+                    await self._writer.drain()
+                except OSError as exc:
+                    error = ConnectionClosed(f"send failed: {exc}")
+                    self._fail(error)
+                    raise error from exc
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._receipts[rid] = future
@@ -267,6 +277,8 @@ class AsyncClient:
             raise refused(event)
 
     def _fail(self, error: ClientError) -> None:
+        if self._error is not None:
+            return  # the first failure is the one to report
         self._error = error
         self._failed.set()
         for future in [*self._receipts.values(), self._connected]:
@@ -274,7 +286,7 @@ class AsyncClient:
                 future.set_exception(error)
 
     async def _beat_loop(self) -> None:
-        while True:
+        while not self._failed.is_set():
             deadline = self.conn.next_deadline()
             if deadline is None:
                 return

@@ -357,7 +357,9 @@ class ServerConnection:
     # -- time --------------------------------------------------------------------------------
 
     def next_deadline(self) -> float | None:
-        return self._clock.next_deadline() if self._clock is not None else None
+        if self._clock is None or self.state is State.CLOSED:
+            return None
+        return self._clock.next_deadline()
 
     def note_received(self, now: float) -> None:
         """Count the peer as alive at ``now`` (its owner paused reading on purpose)."""
