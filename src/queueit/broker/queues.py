@@ -45,8 +45,8 @@ class Outlet(Protocol):
     def unblock(self, queue: Queue) -> None: ...
 
 
-FLOW_HIGH = 20_000
-FLOW_LOW = 5_000
+FLOW_HIGH = 5_000
+FLOW_LOW = 1_000
 
 
 class QueueKind(enum.Enum):
