@@ -168,8 +168,8 @@ class BrokerCore:
             return
         self._publish(s, ev)
 
-    def _check_send(self, s: SessionState, ev: Send) -> Destination:
-        """Every check a SEND must pass, without side effects.
+    def _check_send(self, s: SessionState, ev: Send) -> tuple[Destination, int, int]:
+        """Every check a SEND must pass, without side effects; its destination, priority, expires.
 
         Run when a SEND arrives, and again for every SEND of a transaction before any of
         them is applied at COMMIT, so a COMMIT is all or nothing.
@@ -183,7 +183,7 @@ class BrokerCore:
         if dest.kind is Kind.ADMIN:
             if dest.name != "admin" or not ev.headers.get("reply-to"):
                 raise InvalidDestination("Send admin requests to /queueit/admin with a reply-to header.")
-            return dest
+            return dest, 0, 0
         if dest.kind is Kind.EXCHANGE and dest.name not in self.exchanges:
             raise InvalidDestination(
                 f"No exchange named {dest.name!r}; declare it in the config ([[exchanges]]) "
@@ -194,21 +194,21 @@ class BrokerCore:
             self._require(s, "write", ev.destination)
         if dest.kind is Kind.QUEUE and dest.name not in self.queues:
             self._require(s, "admin", ev.destination)  # the SEND creates the queue
-        _int_header(ev.headers, "priority", 4, 0, 9)
-        _int_header(ev.headers, "expires", 0, 0, MAX_EPOCH_MS)
+        priority = _int_header(ev.headers, "priority", 4, 0, 9)
+        expires = _int_header(ev.headers, "expires", 0, 0, MAX_EPOCH_MS)
         reply_to = ev.headers.get("reply-to")
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
             name = check_name(reply_to[len("/temp-queue/") :], "temp-queue")
             if name not in s.temp_queues:
                 self._check_temp_queue_limit(s)
-        return dest
+        return dest, priority, expires
 
     def _publish(self, s: SessionState, ev: Send) -> None:
-        dest = self._check_send(s, ev)
+        dest, priority, expires = self._check_send(s, ev)
         if dest.kind is Kind.ADMIN:
             self._admin(s, ev)
             return
-        message = self._make_message(s, ev)
+        message = self._make_message(s, ev, priority, expires)
         now = self.now_ms()
         kind = dest.kind
         if kind is Kind.QUEUE:
@@ -225,11 +225,9 @@ class BrokerCore:
                 copy = message if i == 0 else self._copy(message)
                 queue.publish(copy, now, s.outlet)
 
-    def _make_message(self, s: SessionState, ev: Send) -> Message:
+    def _make_message(self, s: SessionState, ev: Send, priority: int, expires: int) -> Message:
         headers = ev.headers
         persistent = headers.get("persistent") == _TRUE
-        priority = _int_header(headers, "priority", 4, 0, 9)
-        expires = _int_header(headers, "expires", 0, 0, MAX_EPOCH_MS)
         reply_to = headers.get("reply-to")
         kept = [(k, v) for k, v in headers.items() if k not in CONTROL_HEADERS]
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
