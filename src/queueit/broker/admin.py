@@ -123,6 +123,8 @@ def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
                     "acked": queue.acked,
                     "expired": queue.expired,
                     "flow_blocks": queue.flow_blocks,
+                    "fsync": str(queue.store.policy) if queue.store.policy is not None else None,
+                    "in_memory": queue.store.in_memory,
                 }
             )
         elif queue.kind is QueueKind.DURABLE and any(
@@ -149,6 +151,7 @@ def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
     ]
     return {
         "store": core.store.capabilities.name,
+        "journal": core.store.stats() if visible(ADMIN_DESTINATION) else None,
         "connections": len(core.sessions) if visible(ADMIN_DESTINATION) else None,
         "queues": sorted(queues, key=lambda q: q["name"]),
         "topics": [{"name": k, "subscribers": v} for k, v in sorted(topics.items())],

@@ -260,7 +260,10 @@ class BrokerCore:
     # -- queues ----------------------------------------------------------------------------
 
     def _create_queue(self, key: str, kind: QueueKind) -> Queue:
-        queue = Queue(key, self.store.open_queue(key), kind)
+        transient = kind is QueueKind.SUBSCRIPTION or kind is QueueKind.TEMPORARY
+        queue = Queue(key, self.store.open_queue(key, transient=transient), kind)
+        # Messages read back from disk arrive later than the take that missed them.
+        queue.store.on_ready = lambda: queue.dispatch(self.now_ms())
         self.queues[key] = queue
         return queue
 

@@ -28,6 +28,11 @@ class Message:
     expires: int = 0  # epoch milliseconds; 0 = never
     redelivered: bool = False
     deliveries: int = 0
+    # Set by the queue's store: order of arrival (unique per store), and whether a record
+    # of the message is on disk (so settling it must delete that record).
+    seq: int = 0
+    stored: bool = False
+    rank: int = 0  # order within its priority in a durable queue (see storage.journal)
     # The headers encoded for the STOMP version of the last delivery (see Session.deliver).
     encoded_version: str = ""
     encoded_block: str = ""

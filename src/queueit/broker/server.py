@@ -22,6 +22,8 @@ from .core import BrokerCore
 from .errors import BrokerError
 from .session import Session
 from .storage import MemoryStore, MessageStore
+from .storage.durable import DurableStore
+from .storage.journal import JournalError
 
 log = logging.getLogger("queueit.broker")
 
@@ -156,8 +158,17 @@ async def run_broker(
     except OSError as exc:
         raise ConfigError(f"cannot create the data dir {settings.data_dir}: {exc.strerror}") from exc
     users = UserDB.load(settings.users_path)
-    server = BrokerServer(settings, build_core(settings), Authenticator(users, settings.auth))
-    await server.start()
+    loop = asyncio.get_running_loop()
+    try:
+        store = DurableStore(settings.data_dir, post=loop.call_soon_threadsafe)
+    except JournalError as exc:
+        raise ConfigError(str(exc)) from exc
+    try:
+        server = BrokerServer(settings, build_core(settings, store), Authenticator(users, settings.auth))
+        await server.start()
+    except BaseException:
+        store.close()
+        raise
     where = ", ".join(f"{scheme}://{host}:{port}" for scheme, host, port in server.addresses)
     log.info(
         "queueit %s ready on %s (data dir %s, store %s)",

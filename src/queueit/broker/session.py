@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
@@ -83,7 +84,9 @@ class Session(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
-        self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write"
+        self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write", "disconnect"
+        self._receipts: deque[tuple[bytes, bool]] = deque()  # (RECEIPT frame, is DISCONNECT's)
+        self._receipt_ticket = 0  # journal writes the newest waiting receipt waits for
         self._blockers: set[Queue] = set()  # backed-up queues this client publishes to
         self._timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -202,6 +205,8 @@ class Session(asyncio.Protocol):
         """Apply one frame; False when the connection is closing because of it."""
         state = self.state
         assert state is not None  # the connection only yields frames after CONNECT
+        store = self.core.store
+        written_before = store.submitted
         try:
             self.core.handle(state, event)
         except BrokerError as exc:
@@ -213,12 +218,33 @@ class Session(asyncio.Protocol):
                 "Internal error", "The broker failed to process this frame; see its log.", event.receipt
             )
             return False
+        disconnect = isinstance(event, Disconnect)
         if event.receipt is not None:
-            self._write(self.conn.receipt(event.receipt))
-        if isinstance(event, Disconnect):
+            frame = self.conn.receipt(event.receipt)
+            written = store.submitted
+            if written > written_before or self._receipts:
+                # The receipt promises the frame's effect is on disk: wait for the journal.
+                # Receipts leave in the order of their frames, so a later one waits too.
+                self._receipts.append((frame, disconnect))
+                store.when_done(max(written, self._receipt_ticket), self._receipt_ready)
+                self._receipt_ticket = max(written, self._receipt_ticket)
+                if disconnect:
+                    self._hold("disconnect")
+                return not disconnect
+            self._write(frame)
+        if disconnect:
             self._close_after_flush()
             return False
         return True
+
+    def _receipt_ready(self, ok: bool) -> None:
+        """The journal has written what the oldest waiting receipt covers."""
+        if self._closing or not self._receipts:
+            return
+        frame, disconnect = self._receipts.popleft()
+        self._write(frame)
+        if disconnect:
+            self._close_after_flush()
 
     def _start_login(self, event: Connect) -> None:
         async def login() -> None:

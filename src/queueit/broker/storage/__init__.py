@@ -1,6 +1,14 @@
 """Message storage behind one narrow interface (see :mod:`.base`)."""
 
-from .base import MessageStore, QueueStore, StoreCapabilities
+from .base import ALWAYS, MessageStore, QueueStore, StoreCapabilities, SyncPolicy
 from .memory import MemoryQueueStore, MemoryStore
 
-__all__ = ["MemoryQueueStore", "MemoryStore", "MessageStore", "QueueStore", "StoreCapabilities"]
+__all__ = [
+    "ALWAYS",
+    "MemoryQueueStore",
+    "MemoryStore",
+    "MessageStore",
+    "QueueStore",
+    "StoreCapabilities",
+    "SyncPolicy",
+]

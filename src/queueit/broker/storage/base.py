@@ -2,26 +2,35 @@
 
 A queue asks its :class:`QueueStore` for the next ready message and tells it when a
 message is settled (acked, dropped) or comes back (requeued). The in-memory store keeps
-everything in RAM; the durable store (a later issue) keeps ready messages on disk and
-writes settle/requeue records, so these calls are the only places durability happens.
+everything in RAM; the durable store keeps a bounded window of ready messages in RAM and
+the rest on disk, and turns put/settle/requeue into journal records, so these calls are
+the only places durability happens.
 
 Ownership: a ``QueueStore`` belongs to exactly one :class:`~queueit.broker.queues.Queue`,
 which belongs to the :class:`~queueit.broker.core.BrokerCore`; all calls come from the
 event-loop thread.
 
-Invariants every implementation keeps (checked by ``tests/broker/storage_contract.py``):
+Invariants every implementation keeps (checked by ``tests/broker/test_storage_contract.py``):
 
-* FIFO: ``take`` returns messages in ``put`` order, after any requeued ones;
-* ``requeue(ms)`` puts ``ms`` back at the head, in the order given;
+* order: ``take`` returns the highest priority first, FIFO within a priority, requeued
+  messages before the others of their priority;
+* ``requeue(ms)`` puts ``ms`` back at the head of their priorities, in the order given;
 * a taken message is counted in neither ``len`` nor ``ready_bytes`` until requeued;
-* ``settle`` forgets a taken message for good.
+* ``settle`` forgets a taken message for good;
+* ``take`` may return ``None`` while ``len`` is not zero when the next messages are on
+  disk and not yet read back; the store calls ``on_ready`` once they are.
+
+Receipts: ``MessageStore.submitted`` counts the journal writes handed to the store so
+far; ``when_done(n, callback)`` calls back on the event-loop thread once the first ``n``
+are as durable as their queue's :class:`SyncPolicy` asks (``callback(False)`` if they
+could not be written).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 from ..messages import Message
 
@@ -32,7 +41,52 @@ class StoreCapabilities:
     durable: bool  # messages survive a restart of the broker
 
 
+@dataclass(frozen=True, slots=True)
+class SyncPolicy:
+    """When a queue's journal writes reach the disk platter (fsync).
+
+    ``always``: a receipt is sent after the fsync that covers the write (the default).
+    ``interval``: a receipt is sent once the write is in the journal (safe from a crash
+    of the broker process), and an fsync follows within ``interval_ms``.
+    ``never``: as ``interval``, but the fsync is left to the operating system.
+    """
+
+    mode: Literal["always", "interval", "never"] = "always"
+    interval_ms: int = 0
+
+    @classmethod
+    def parse(cls, text: str) -> SyncPolicy:
+        """``always``, ``never`` or ``interval:<ms>``; raises ValueError otherwise."""
+        if text == "always":
+            return cls("always")
+        if text == "never":
+            return cls("never")
+        if text.startswith("interval:"):
+            raw = text[len("interval:") :]
+            if raw.isdigit() and raw.isascii() and 1 <= int(raw) <= 60_000:
+                return cls("interval", int(raw))
+        raise ValueError(f"fsync policy must be always, never or interval:<1..60000 ms>, not {text!r}")
+
+    def __str__(self) -> str:
+        return f"interval:{self.interval_ms}" if self.mode == "interval" else self.mode
+
+
+ALWAYS = SyncPolicy()
+
+
 class QueueStore(Protocol):
+    #: Called (on the loop thread) when messages read back from disk are ready to take.
+    on_ready: Callable[[], None] | None
+    @property
+    def policy(self) -> SyncPolicy | None:
+        """When writes reach the disk; None for a store that never writes."""
+        ...
+
+    @property
+    def in_memory(self) -> int:
+        """Ready messages held in RAM (the rest are on disk only)."""
+        ...
+
     def __len__(self) -> int:
         """Ready messages (not counting those taken and not yet settled)."""
         ...
@@ -62,10 +116,26 @@ class QueueStore(Protocol):
 class MessageStore(Protocol):
     capabilities: StoreCapabilities
 
-    def open_queue(self, name: str) -> QueueStore: ...
+    @property
+    def submitted(self) -> int:
+        """Journal writes handed to the store so far (a receipt waits for these)."""
+        ...
+
+    def open_queue(self, name: str, *, transient: bool = False, sync: SyncPolicy | None = None) -> QueueStore:
+        """The store of queue ``name``; ``transient`` ones (subscription and temp queues)
+        are never written and are forgotten at restart."""
+        ...
 
     def stored_queues(self) -> list[str]:
-        """Queues that hold messages from before this start (empty for memory)."""
+        """Queues kept from before this start (empty for memory)."""
+        ...
+
+    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
+        """Call back once the first ``ticket`` writes are durable (see the module doc)."""
+        ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counters for ``queueit stat`` (fsyncs, batches...); empty when nothing is written."""
         ...
 
     def close(self) -> None: ...

@@ -2,51 +2,50 @@
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ..messages import Message
-from .base import StoreCapabilities
+from .base import StoreCapabilities, SyncPolicy
+from .ready import ReadyIndex
 
 
 class MemoryQueueStore:
-    __slots__ = ("_bytes", "_ready")
+    __slots__ = ("_ready", "_seq", "on_ready")
+    policy = None  # nothing is written
 
     def __init__(self) -> None:
-        self._ready: deque[Message] = deque()
-        self._bytes = 0
+        self._ready = ReadyIndex()
+        self._seq = itertools.count(1)
+        self.on_ready: Callable[[], None] | None = None  # never called: nothing is ever loaded
 
     def __len__(self) -> int:
         return len(self._ready)
 
     @property
+    def in_memory(self) -> int:
+        return len(self._ready)
+
+    @property
     def ready_bytes(self) -> int:
-        return self._bytes
+        return self._ready.bytes
 
     def put(self, message: Message) -> None:
+        message.seq = next(self._seq)
         self._ready.append(message)
-        self._bytes += len(message.body)
 
     def take(self) -> Message | None:
-        if not self._ready:
-            return None
-        message = self._ready.popleft()
-        self._bytes -= len(message.body)
-        return message
+        return self._ready.popleft()
 
     def settle(self, message: Message) -> None:
         """Nothing to do: a taken message is only referenced by its subscription."""
 
     def requeue(self, messages: Sequence[Message]) -> None:
-        for message in reversed(messages):
-            self._ready.appendleft(message)
-            self._bytes += len(message.body)
+        self._ready.push_front(messages)
 
     def purge(self) -> int:
-        count = len(self._ready)
-        self._ready.clear()
-        self._bytes = 0
-        return count
+        return len(self._ready.clear())
 
     def drop(self) -> None:
         self.purge()
@@ -54,12 +53,21 @@ class MemoryQueueStore:
 
 class MemoryStore:
     capabilities = StoreCapabilities(name="memory", durable=False)
+    submitted = 0  # no writes, so nothing for a receipt to wait for
 
-    def open_queue(self, name: str) -> MemoryQueueStore:
+    def open_queue(
+        self, name: str, *, transient: bool = False, sync: SyncPolicy | None = None
+    ) -> MemoryQueueStore:
         return MemoryQueueStore()
 
     def stored_queues(self) -> list[str]:
         return []
+
+    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
+        callback(True)
+
+    def stats(self) -> dict[str, Any]:
+        return {}
 
     def close(self) -> None:
         """Nothing to flush."""

@@ -1,0 +1,418 @@
+"""The durable store: a bounded window of ready messages in RAM, the rest in the journal.
+
+Every queue keeps at most ``window`` ready messages (and ``window_bytes`` of bodies) in
+RAM; the others live only in the journal (:mod:`.journal`) and are read back in chunks,
+by the journal thread, before the window runs dry. So a backlog of millions of messages
+costs a few counters of RAM per queue, not the messages.
+
+Invariant (the window is a prefix): every message in the window comes before, in
+delivery order, every message that is only on disk ("spilled"). Hence:
+
+* a new message goes to the window only when no spilled message of its priority or a
+  higher one exists (it would otherwise jump ahead of them); else it is spilled;
+* when the window is over its bounds, its last messages are spilled (never while a read
+  is on its way, so that the read's answer still fits after the window);
+* a read asks for the first messages after the window's last one; of the answer, only
+  messages that were spilled before the read was asked, and that come before every
+  message spilled since, join the window. The rest stay on disk for the next read.
+
+Persistent messages are written when they arrive (the receipt waits for that write);
+non-persistent ones only when they are spilled, and the journal drops them at start.
+Ownership: all of this runs on the event-loop thread; the journal thread only answers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..messages import Message
+from .base import ALWAYS, StoreCapabilities, SyncPolicy
+from .journal import (
+    ADD_QUEUE,
+    DELETE,
+    DROP,
+    INSERT,
+    L_BODY,
+    L_DELIVERIES,
+    L_DEST,
+    L_EXPIRES,
+    L_HEADERS,
+    L_ID,
+    L_PERSISTENT,
+    L_PKEY,
+    L_RANK,
+    L_SEQ,
+    LOAD,
+    PURGE,
+    REQUEUE,
+    Journal,
+    QueueCounts,
+    Row,
+)
+from .memory import MemoryQueueStore
+from .ready import PRIORITIES, ReadyIndex
+
+log = logging.getLogger("queueit.broker.storage")
+
+#: Ready messages (and bytes of body) a queue keeps in RAM at most.
+WINDOW = 5_000
+WINDOW_BYTES = 8 * 1024 * 1024
+#: Messages read back from disk at a time.
+LOAD_CHUNK = 1_000
+
+Reply = Callable[[list[Row]], None]
+Posted = Callable[[Callable[[], None]], object]
+
+
+class DurableStore:
+    """The :class:`~queueit.broker.storage.base.MessageStore` of ``queueit serve``.
+
+    ``post(fn)`` runs ``fn`` on the event-loop thread soon (``loop.call_soon_threadsafe``);
+    without one, answers wait in a list that :meth:`flush` runs (tests, tools).
+    """
+
+    capabilities = StoreCapabilities(name="sqlite", durable=True)
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        post: Posted | None = None,
+        window: int = WINDOW,
+        window_bytes: int = WINDOW_BYTES,
+    ) -> None:
+        self._post_to_loop = post
+        self._inbox: deque[Callable[[], None]] = deque()
+        self.window = window
+        self.window_bytes = window_bytes
+        self.journal = Journal(data_dir / "queueit.db", self._from_journal)
+        rec = self.journal.recovery
+        self.last_seq = rec.max_seq
+        self._head_rank = rec.min_rank  # requeued messages get ranks below every other
+        self._recovered_through = 0 if rec.clean else rec.max_seq
+        self._counts: dict[str, QueueCounts] = dict(rec.queues)
+        self._next_queue_id = max((c.id for c in rec.queues.values()), default=0) + 1
+        self._submitted = 0
+        self.done = 0
+        self.error: str | None = None
+        self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()
+        if not rec.clean:
+            log.warning(
+                "journal: the last run did not shut down cleanly; recovered %d queue(s) in %.2f s, "
+                "and every recovered message is marked redelivered",
+                len(rec.queues),
+                rec.seconds,
+            )
+        self.journal.start()
+
+    # -- MessageStore ----------------------------------------------------------------------
+
+    @property
+    def submitted(self) -> int:
+        return self._submitted
+
+    def open_queue(
+        self, name: str, *, transient: bool = False, sync: SyncPolicy | None = None
+    ) -> DurableQueueStore | MemoryQueueStore:
+        if transient:
+            return MemoryQueueStore()
+        policy = sync or ALWAYS
+        if policy.mode == "interval":
+            seconds = policy.interval_ms / 1000
+            current = self.journal.sync_interval
+            self.journal.sync_interval = seconds if current is None else min(current, seconds)
+        counts = self._counts.pop(name, None)
+        if counts is None:
+            counts = QueueCounts(self._next_queue_id, name)
+            self._next_queue_id += 1
+            self.submit((ADD_QUEUE, counts.id, name), policy)
+        return DurableQueueStore(self, counts, policy)
+
+    def stored_queues(self) -> list[str]:
+        return list(self._counts)
+
+    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
+        if ticket <= self.done:
+            callback(True)
+        else:
+            self._waiters.append((ticket, callback))
+
+    def stats(self) -> dict[str, Any]:
+        j = self.journal.stats
+        return {
+            "batches": j.batches,
+            "operations": j.operations,
+            "mean_batch": round(j.mean_batch, 2),
+            "fsyncs": j.fsyncs,
+            "fsync_ms_mean": round(1000 * j.fsync_seconds / j.fsyncs, 3) if j.fsyncs else 0.0,
+            "pending": self._submitted - self.done,
+            "failures": j.failures,
+            "error": self.error,
+            "recovery_seconds": round(self.journal.recovery.seconds, 3),
+        }
+
+    def close(self) -> None:
+        self.journal.close(self.last_seq)
+        self._run_inbox()
+
+    # -- the journal, seen from the loop --------------------------------------------------------
+
+    def submit(self, op: tuple[object, ...], policy: SyncPolicy) -> None:
+        self._submitted += 1
+        if policy.mode == "always":
+            self.journal.sync_through = self._submitted  # before the append: see Journal._run
+        self.journal.submit(op)
+
+    def next_seq(self) -> int:
+        self.last_seq += 1
+        return self.last_seq
+
+    def head_rank(self) -> int:
+        self._head_rank -= 1
+        return self._head_rank
+
+    def recovered(self, seq: int) -> bool:
+        """Was this message on disk when a crashed run stopped (it may have been delivered)?"""
+        return seq <= self._recovered_through
+
+    def _from_journal(self, done: int, replies: list[tuple[Reply, list[Row]]], error: str | None) -> None:
+        """Writer thread: hand one batch's outcome to the loop thread."""
+
+        def apply() -> None:
+            self._completed(done, replies, error)
+
+        if self._post_to_loop is not None:
+            self._post_to_loop(apply)
+        else:
+            self._inbox.append(apply)
+
+    def _completed(self, done: int, replies: list[tuple[Reply, list[Row]]], error: str | None) -> None:
+        if error is not None:
+            self.error = error
+            return
+        self.error = None
+        self.done = done
+        for reply, rows in replies:
+            reply(rows)
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= done:
+            waiters.popleft()[1](True)
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every submitted operation is done, then run the answers (no loop)."""
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            self._run_inbox()
+            if self.done >= self._submitted:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"journal: {self._submitted - self.done} operations still pending")
+            time.sleep(0.001)
+
+    def _run_inbox(self) -> None:
+        while self._inbox:
+            self._inbox.popleft()()
+
+
+class DurableQueueStore:
+    __slots__ = (
+        "_after_request",
+        "_generation",
+        "_load_mark",
+        "_loading",
+        "_spilled",
+        "_spilled_bytes",
+        "_spilled_total",
+        "_store",
+        "_taken",
+        "_window",
+        "id",
+        "name",
+        "on_ready",
+        "policy",
+    )
+
+    def __init__(self, store: DurableStore, counts: QueueCounts, policy: SyncPolicy) -> None:
+        self._store = store
+        self.id = counts.id
+        self.name = counts.name
+        self.policy = policy
+        self.on_ready: Callable[[], None] | None = None
+        self._window = ReadyIndex()
+        # Everything recovered starts on disk only.
+        self._spilled = list(counts.ready)
+        self._spilled_total = sum(counts.ready)
+        self._spilled_bytes = sum(counts.ready_bytes)
+        self._taken: set[int] = set()  # seqs of stored messages delivered and not settled
+        self._loading = False
+        self._generation = 0  # bumped by purge: a read asked before it is void
+        self._load_mark = 0  # the last seq when the read in flight was asked
+        self._after_request: tuple[int, int] | None = None  # first key spilled since then
+
+    def __len__(self) -> int:
+        return len(self._window) + self._spilled_total
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._window.bytes + self._spilled_bytes
+
+    @property
+    def in_memory(self) -> int:
+        return len(self._window)
+
+    def put(self, message: Message) -> None:
+        store = self._store
+        message.seq = message.rank = store.next_seq()
+        if message.persistent:
+            self._write(message)
+        p = message.priority
+        if self._spilled_total and any(self._spilled[p:]):
+            self._spill(message)
+            return
+        window = self._window
+        window.append(message)
+        if (len(window) > store.window or window.bytes > store.window_bytes) and not self._loading:
+            while len(window) > store.window // 2 or window.bytes > store.window_bytes // 2:
+                last = window.pop_last()
+                assert last is not None
+                self._spill(last)
+
+    def take(self) -> Message | None:
+        message = self._window.popleft()
+        if self._spilled_total and not self._loading and len(self._window) < self._store.window // 2:
+            self._request_load()
+        if message is not None and message.stored:
+            self._taken.add(message.seq)
+        return message
+
+    def settle(self, message: Message) -> None:
+        if message.stored:
+            self._taken.discard(message.seq)
+            self._store.submit((DELETE, message.seq), self.policy)
+
+    def requeue(self, messages: Sequence[Message]) -> None:
+        store = self._store
+        for message in reversed(messages):
+            message.rank = store.head_rank()
+            if message.stored:
+                self._taken.discard(message.seq)
+                store.submit((REQUEUE, message.seq, message.rank, message.deliveries), self.policy)
+        self._window.push_front(messages)
+
+    def purge(self) -> int:
+        count = len(self._window) + self._spilled_total
+        self._window.clear()
+        self._spilled = [0] * PRIORITIES
+        self._spilled_total = self._spilled_bytes = 0
+        self._generation += 1
+        self._loading = False
+        self._store.submit((PURGE, self.id, frozenset(self._taken)), self.policy)
+        return count
+
+    def drop(self) -> None:
+        self.purge()
+        self._taken.clear()
+        self._store.submit((DROP, self.id), self.policy)
+
+    # -- disk ---------------------------------------------------------------------------------
+
+    def _write(self, message: Message) -> None:
+        message.stored = True
+        row = (
+            message.seq,
+            self.id,
+            9 - message.priority,
+            message.rank,
+            0,
+            message.expires,
+            message.deliveries,
+            1 if message.persistent else 0,
+            len(message.body),
+            message.id,
+            message.destination,
+            json.dumps(message.headers),
+            message.body,
+        )
+        self._store.submit((INSERT, row), self.policy)
+
+    def _spill(self, message: Message) -> None:
+        if not message.stored:
+            self._write(message)
+        p = message.priority
+        self._spilled[p] += 1
+        self._spilled_total += 1
+        self._spilled_bytes += len(message.body)
+        if self._loading:
+            key = (9 - p, message.rank)
+            if self._after_request is None or key < self._after_request:
+                self._after_request = key
+
+    def _request_load(self) -> None:
+        last = self._window.last()
+        after = None if last is None else (9 - last.priority, last.rank)
+        self._loading = True
+        self._load_mark = self._store.last_seq
+        self._after_request = None
+        generation = self._generation
+        limit = max(1, min(LOAD_CHUNK, self._store.window - len(self._window)))
+
+        def reply(rows: list[Row]) -> None:
+            self._loaded(rows, generation)
+
+        self._store.submit((LOAD, reply, self.id, after, limit, frozenset(self._taken)), self.policy)
+
+    def _loaded(self, rows: list[Row], generation: int) -> None:
+        if generation != self._generation:
+            return  # purged meanwhile
+        self._loading = False
+        store = self._store
+        cutoff = self._after_request
+        added = 0
+        for row in rows:
+            seq = row[L_SEQ]
+            if seq > self._load_mark or seq in self._taken:
+                continue  # arrived after the read was asked: in the window, or spilled since
+            if cutoff is not None and (row[L_PKEY], row[L_RANK]) > cutoff:
+                break  # a message spilled since comes first: leave the rest for the next read
+            priority = 9 - row[L_PKEY]
+            body = row[L_BODY]
+            deliveries = row[L_DELIVERIES]
+            message = Message(
+                row[L_ID],
+                row[L_DEST],
+                tuple((k, v) for k, v in json.loads(row[L_HEADERS])),
+                body,
+                bool(row[L_PERSISTENT]),
+                priority,
+                row[L_EXPIRES],
+                redelivered=deliveries > 0 or store.recovered(seq),
+                deliveries=deliveries,
+                seq=seq,
+                stored=True,
+                rank=row[L_RANK],
+            )
+            self._window.append(message)
+            self._spilled[priority] -= 1
+            self._spilled_total -= 1
+            self._spilled_bytes -= len(body)
+            added += 1
+        if not rows and self._spilled_total and self._after_request is None:
+            # The counters say there is more on disk, the disk says no: trust the disk.
+            log.error(
+                "journal: queue %s counted %d messages on disk that are not there",
+                self.name,
+                self._spilled_total,
+            )
+            self._spilled = [0] * PRIORITIES
+            self._spilled_total = self._spilled_bytes = 0
+        elif self._spilled_total and len(self._window) < store.window // 2:
+            self._request_load()
+        if added and self.on_ready is not None:
+            self.on_ready()
