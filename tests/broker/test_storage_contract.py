@@ -1,62 +1,341 @@
-"""The contract every QueueStore keeps (see queueit.broker.storage.base); one suite for all stores."""
+"""The contract every QueueStore keeps (see queueit.broker.storage.base); one suite for all stores.
+
+The durable store runs with tiny RAM windows here, so that every test also crosses the
+boundary between the messages held in RAM and those read back from disk.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+import random
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from queueit.broker.messages import Message
-from queueit.broker.storage import MemoryStore, MessageStore
-
-STORES: list[Callable[[], MessageStore]] = [MemoryStore]
-
-
-def msg(i: int) -> Message:
-    return Message(f"m-{i}", "/queue/q", (), b"x" * i)
+from queueit.broker.storage import MemoryStore, MessageStore, QueueStore
+from queueit.broker.storage.durable import DurableStore
 
 
-@pytest.fixture(params=STORES, ids=lambda f: f.__name__)
-def store(request: pytest.FixtureRequest) -> MessageStore:
-    factory: Callable[[], MessageStore] = request.param
-    return factory()
+class Harness:
+    """A store plus the one thing tests need beyond the contract: waiting for the disk."""
+
+    def __init__(self, make: Callable[[], MessageStore]) -> None:
+        self.make = make
+        self.store = make()
+
+    def settle_io(self) -> None:
+        if isinstance(self.store, DurableStore):
+            self.store.flush()
+
+    def poll(self) -> None:
+        """Let the answers that have arrived so far in (the event loop would, at any time)."""
+        if isinstance(self.store, DurableStore):
+            self.store.poll()
+
+    def take(self, q: QueueStore) -> Message | None:
+        message = q.take()
+        if message is None and len(q):
+            self.settle_io()
+            message = q.take()
+        return message
+
+    def take_all(self, q: QueueStore) -> list[Message]:
+        out = []
+        while (message := self.take(q)) is not None:
+            out.append(message)
+        return out
+
+    def restart(self) -> None:
+        self.settle_io()
+        self.store.close()
+        self.store = self.make()
 
 
-def test_fifo_and_counts(store: MessageStore) -> None:
-    q = store.open_queue("q")
+def msg(i: int, priority: int = 4, *, persistent: bool = True, size: int | None = None) -> Message:
+    return Message(
+        f"m-{i}", "/queue/q", (("k", str(i)),), b"x" * (i if size is None else size), persistent, priority
+    )
+
+
+@pytest.fixture(params=["memory", "durable", "durable-window-2"])
+def h(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Harness]:
+    if request.param == "memory":
+        harness = Harness(MemoryStore)
+    else:
+        window = 2 if request.param == "durable-window-2" else 8
+        harness = Harness(
+            lambda: DurableStore(tmp_path, window=window, window_bytes=1 << 20, schedule_window=6)
+        )
+    yield harness
+    harness.settle_io()
+    harness.store.close()
+
+
+def ids(messages: list[Message]) -> list[str]:
+    return [m.id for m in messages]
+
+
+def test_fifo_and_counts(h: Harness) -> None:
+    q = h.store.open_queue("q")
     for i in range(1, 4):
         q.put(msg(i))
     assert len(q) == 3
     assert q.ready_bytes == 6
-    taken = q.take()
+    taken = h.take(q)
     assert taken is not None
     assert taken.id == "m-1"
     assert len(q) == 2
     assert q.ready_bytes == 5
     q.settle(taken)
-    assert [m.id for m in iter(q.take, None)] == ["m-2", "m-3"]
-    assert q.take() is None
+    assert ids(h.take_all(q)) == ["m-2", "m-3"]
+    assert h.take(q) is None
 
 
-def test_requeue_goes_to_the_head_in_order(store: MessageStore) -> None:
-    q = store.open_queue("q")
+def test_requeue_goes_to_the_head_in_order(h: Harness) -> None:
+    q = h.store.open_queue("q")
     for i in range(1, 5):
         q.put(msg(i))
-    a, b = q.take(), q.take()
+    a, b = h.take(q), h.take(q)
     assert a is not None
     assert b is not None
     q.requeue([a, b])
-    assert [m.id for m in iter(q.take, None)] == ["m-1", "m-2", "m-3", "m-4"]
+    assert ids(h.take_all(q)) == ["m-1", "m-2", "m-3", "m-4"]
 
 
-def test_purge_and_drop(store: MessageStore) -> None:
-    q = store.open_queue("q")
-    for i in range(1, 4):
-        q.put(msg(i))
-    assert q.purge() == 3
+def test_priorities_higher_first_fifo_within(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    order = [(1, 4), (2, 9), (3, 0), (4, 9), (5, 4), (6, 7)]
+    for i, p in order:
+        q.put(msg(i, p))
+    assert ids(h.take_all(q)) == ["m-2", "m-4", "m-6", "m-1", "m-5", "m-3"]
+
+
+def test_a_backlog_larger_than_the_window_comes_back_in_order(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    for i in range(1, 101):
+        q.put(msg(i, priority=9 if i % 10 == 0 else 4))
+    assert len(q) == 100
+    got = h.take_all(q)
+    expected = [f"m-{i}" for i in range(10, 101, 10)] + [f"m-{i}" for i in range(1, 101) if i % 10]
+    assert ids(got) == expected
     assert len(q) == 0
     assert q.ready_bytes == 0
+
+
+def test_non_persistent_backlog_is_spilled_and_read_back(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    for i in range(1, 41):
+        q.put(msg(i, persistent=False))
+    assert q.in_memory <= 40
+    assert ids(h.take_all(q)) == [f"m-{i}" for i in range(1, 41)]
+
+
+def test_purge_keeps_taken_messages_and_drop(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    for i in range(1, 21):
+        q.put(msg(i))
+    held = h.take(q)
+    assert held is not None
+    assert q.purge() == 19
+    assert len(q) == 0
+    assert q.ready_bytes == 0
+    q.requeue([held])  # what was out when the queue was purged comes back
+    assert ids(h.take_all(q)) == ["m-1"]
     q.put(msg(1))
     q.drop()
     assert len(q) == 0
-    store.close()
+
+
+def test_delayed_messages_fire_when_due_in_due_order(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    ready: list[int] = []
+    q.on_ready = lambda: ready.append(1)
+    for i, due in enumerate([5000, 1000, 3000, 2000, 4000, 1500, 2500, 6000, 7000, 3500], start=1):
+        m = msg(i)
+        m.due = due
+        q.schedule(m)
+    assert q.scheduled == 10
+    assert len(q) == 0
+    h.settle_io()
+    h.store.tick(0)
+    h.settle_io()
+    h.store.tick(999)
+    assert h.take(q) is None
+    order = []
+    for now in range(1000, 7001, 250):
+        h.settle_io()
+        h.store.tick(now)
+        order += ids(h.take_all(q))
+    assert order == ["m-2", "m-6", "m-4", "m-7", "m-3", "m-10", "m-5", "m-1", "m-8", "m-9"]
+    assert q.scheduled == 0
+    assert ready
+
+
+def test_expire_removes_expired_messages_anywhere_in_the_queue(h: Harness) -> None:
+    q = h.store.open_queue("q")
+    found: list[Message] = []
+    q.on_expired = found.extend
+    for i in range(1, 31):
+        m = msg(i)
+        m.expires = 100 if i % 3 == 0 else 0
+        q.put(m)
+    found += q.expire(50)
+    h.settle_io()
+    assert found == []
+    found += q.expire(100)
+    h.settle_io()
+    found += q.expire(100)
+    h.settle_io()
+    assert sorted(ids(found)) == sorted(f"m-{i}" for i in range(3, 31, 3))
+    for m in found:
+        q.settle(m)
+    assert len(q) == 20
+    assert ids(h.take_all(q)) == [f"m-{i}" for i in range(1, 31) if i % 3]
+
+
+def test_model_random_operations_match_a_reference(h: Harness) -> None:
+    """Random put/take/settle/requeue/purge against a plain sorted-list model."""
+    seed = int(os.environ.get("QUEUEIT_TEST_SEED") or random.randrange(1 << 30))
+    rng = random.Random(seed)
+    q = h.store.open_queue("q")
+    model: list[tuple[int, int, int, str]] = []  # (-priority, requeued-rank, seq, id)
+    taken: list[Message] = []
+    head = 0
+    seq = 0
+    for step in range(3000):
+        roll = rng.random()
+        if roll < 0.45:
+            seq += 1
+            p = rng.choice([4, 4, 4, 0, 9, 7])
+            q.put(msg(seq, p, persistent=rng.random() < 0.8, size=5))
+            model.append((-p, 0, seq, f"m-{seq}"))
+        elif roll < 0.75:
+            m = q.take() if rng.random() < 0.3 else None
+            m = m or h.take(q)
+            if not model:
+                assert m is None, f"seed {seed} step {step}"
+                continue
+            model.sort()
+            expected = model.pop(0)
+            assert m is not None, f"seed {seed} step {step}"
+            assert m.id == expected[3], f"seed {seed} step {step}"
+            taken.append(m)
+        elif roll < 0.88 and taken:
+            q.settle(taken.pop(rng.randrange(len(taken))))
+        elif roll < 0.98 and taken:
+            back = [taken.pop(rng.randrange(len(taken))) for _ in range(min(len(taken), rng.randint(1, 3)))]
+            q.requeue(back)
+            for m in reversed(back):
+                head -= 1
+                model.append((-m.priority, head, 0, m.id))
+        elif roll < 0.983:
+            assert q.purge() == len(model), f"seed {seed} step {step}"
+            model.clear()
+        elif roll < 0.99:
+            h.poll()
+        else:
+            h.settle_io()
+        assert len(q) == len(model), f"seed {seed} step {step}"
+    model.sort()
+    assert ids(h.take_all(q)) == [e[3] for e in model], f"seed {seed}"
+
+
+# -- the durable store alone: restarts ------------------------------------------------------
+
+
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[Harness]:
+    harness = Harness(lambda: DurableStore(tmp_path, window=8, window_bytes=1 << 20, schedule_window=6))
+    yield harness
+    harness.settle_io()
+    harness.store.close()
+
+
+def test_persistent_messages_survive_a_restart_and_acked_ones_do_not(durable: Harness) -> None:
+    q = durable.store.open_queue("q")
+    for i in range(1, 31):
+        q.put(msg(i, persistent=i % 2 == 0))
+    first = durable.take(q)
+    assert first is not None
+    assert first.id == "m-1"
+    second = durable.take(q)
+    assert second is not None
+    q.settle(second)  # m-2, persistent, acked
+    durable.restart()
+    assert durable.store.stored_queues() == ["q"]
+    q = durable.store.open_queue("q")
+    got = durable.take_all(q)
+    # Non-persistent messages are gone; the acked m-2 too; a clean stop flags nothing.
+    assert ids(got) == [f"m-{i}" for i in range(4, 31, 2)]
+    assert not any(m.redelivered for m in got)
+
+
+def test_requeued_messages_keep_their_place_and_delivery_count_across_a_restart(durable: Harness) -> None:
+    q = durable.store.open_queue("q")
+    for i in range(1, 21):
+        q.put(msg(i))
+    taken = [durable.take(q) for _ in range(3)]
+    assert all(m is not None for m in taken)
+    third = taken[2]
+    assert third is not None
+    third.deliveries = 2
+    q.requeue([third])
+    durable.restart()
+    q = durable.store.open_queue("q")
+    got = durable.take_all(q)
+    # m-1 and m-2 were out, not acked: they are back too, in their original order.
+    assert ids(got)[:3] == ["m-3", "m-1", "m-2"]
+    assert got[0].deliveries == 2
+    assert got[0].redelivered
+
+
+def test_delayed_messages_survive_a_restart(durable: Harness) -> None:
+    q = durable.store.open_queue("q")
+    for i in range(1, 21):
+        m = msg(i)
+        m.due = 1000 + i
+        q.schedule(m)
+    durable.restart()
+    q = durable.store.open_queue("q")
+    assert q.scheduled == 20
+    order = []
+    for now in (0, 500, 1010, 1010, 1030, 1030, 1030):
+        durable.settle_io()
+        durable.store.tick(now)
+        order += ids(durable.take_all(q))
+    assert order == [f"m-{i}" for i in range(1, 21)]
+
+
+def test_atomic_groups_commit_together(durable: Harness) -> None:
+    store = durable.store
+    assert isinstance(store, DurableStore)
+    a: QueueStore = store.open_queue("a")
+    b: QueueStore = store.open_queue("b")
+    a.put(msg(1))
+    durable.settle_io()
+    m = durable.take(a)
+    assert m is not None
+    with store.atomic():
+        a.settle(m)
+        b.put(msg(2))
+        pending = store.submitted
+    durable.restart()
+    a, b = durable.store.open_queue("a"), durable.store.open_queue("b")
+    assert ids(durable.take_all(a)) == []
+    assert ids(durable.take_all(b)) == ["m-2"]
+    assert pending >= 1
+
+
+def test_receipt_waiters_run_once_the_journal_has_the_writes(durable: Harness) -> None:
+    store = durable.store
+    q = store.open_queue("q")
+    q.put(msg(1))
+    ticket = store.submitted
+    called: list[bool] = []
+    store.when_done(ticket, called.append)
+    durable.settle_io()
+    assert called == [True]
+    store.when_done(ticket, called.append)  # already done: at once
+    assert called == [True, True]

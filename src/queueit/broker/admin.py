@@ -11,6 +11,10 @@ Commands and their headers:
 * ``exchange-delete``  ``name``
 * ``bind`` / ``unbind`` ``exchange``, ``queue``, ``key``
 * ``queue-purge`` / ``queue-delete`` ``queue``
+* ``dlq-list``  ``queue``, ``limit``          the queue's dead letters, oldest first
+* ``dlq-show``  ``queue``, ``id``             one dead letter with headers and body
+* ``dlq-redrive`` ``queue``, [``id``], [``limit``]  move them back to their queue
+* ``dlq-purge`` ``queue``
 
 Only destinations the user may administer are shown or changed.
 """
@@ -22,6 +26,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..stomp import Send
+from . import dead_letters
 from .destinations import check_name
 from .errors import AccessDenied, BrokerError, InvalidDestination
 from .exchanges import TOPIC_EXCHANGE, ExchangeType
@@ -31,22 +36,75 @@ if TYPE_CHECKING:
     from .core import BrokerCore, SessionState
 
 
-def handle_admin(core: BrokerCore, s: SessionState, ev: Send) -> bytes:
-    """Run one admin request; return the JSON reply body."""
+def handle_admin(core: BrokerCore, s: SessionState, ev: Send, respond: Callable[[bytes], None]) -> None:
+    """Run one admin request; ``respond`` gets the JSON reply body (now, or once the
+    messages it reads are back from disk)."""
     command = ev.headers.get("command", "")
+
+    def answer(result: dict[str, Any]) -> None:
+        respond(json.dumps({"ok": True, **result}).encode())
+
     try:
-        result = _run(core, s, command, ev.headers)
+        if command.startswith("dlq-"):
+            _dead_letters(core, s, command, ev.headers, answer)
+        else:
+            answer(_run(core, s, command, ev.headers))
     except BrokerError as exc:
-        return json.dumps({"ok": False, "error": exc.detail}).encode()
-    return json.dumps({"ok": True, **result}).encode()
+        respond(json.dumps({"ok": False, "error": exc.detail}).encode())
+
+
+def _need(s: SessionState, destination: str) -> None:
+    if not s.user.permissions.allows("admin", destination):
+        raise AccessDenied(s.user.name, "admin", destination)
+
+
+def _dead_letters(
+    core: BrokerCore,
+    s: SessionState,
+    command: str,
+    h: dict[str, str],
+    answer: Callable[[dict[str, Any]], None],
+) -> None:
+    name = check_name(h.get("queue", ""), "queue")
+    _need(s, f"/queue/{name}")
+    dlq_name = dead_letters.dead_letter_queue_of(core, name)
+    _need(s, f"/queue/{dlq_name}")
+    dlq = core.queues.get(dlq_name)
+    limit = _limit(h.get("limit"))
+    if command == "dlq-list":
+        dead_letters.list_messages(
+            dlq, limit, lambda r: answer({"queue": name, "dead_letter_queue": dlq_name, **r})
+        )
+    elif command == "dlq-show":
+        dead_letters.show_message(dlq, h.get("id", ""), answer)
+    elif command == "dlq-redrive":
+        if dlq is None:
+            answer({"moved": 0, "left": 0})
+        else:
+            dead_letters.redrive(core, dlq, h.get("id") or None, limit, answer)
+    elif command == "dlq-purge":
+        answer({"purged": dlq.store.purge() if dlq is not None else 0})
+    else:
+        raise InvalidDestination(
+            f"Unknown admin command {command!r}; use dlq-list, dlq-show, dlq-redrive or dlq-purge."
+        )
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None or raw == "":
+        return dead_letters.MAX_BATCH
+    if not raw.isdigit() or not raw.isascii() or not 1 <= int(raw) <= dead_letters.MAX_BATCH:
+        raise InvalidDestination(
+            f"limit must be an integer from 1 to {dead_letters.MAX_BATCH}, got {raw[:20]!r}."
+        )
+    return int(raw)
 
 
 def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> dict[str, Any]:
     perms = s.user.permissions
 
     def need(destination: str) -> None:
-        if not perms.allows("admin", destination):
-            raise AccessDenied(s.user.name, "admin", destination)
+        _need(s, destination)
 
     if command == "stat":
         return stat(core, lambda d: perms.allows("admin", d))
@@ -123,6 +181,9 @@ def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
                     "acked": queue.acked,
                     "expired": queue.expired,
                     "flow_blocks": queue.flow_blocks,
+                    "scheduled": queue.store.scheduled,
+                    "dead_lettered": queue.dead_lettered,
+                    "dropped": queue.dropped,
                     "fsync": str(queue.store.policy) if queue.store.policy is not None else None,
                     "in_memory": queue.store.in_memory,
                 }

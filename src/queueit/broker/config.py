@@ -32,6 +32,15 @@ Config file (TOML), every key optional::
     exchange = "events"
     queue = "audit"
     key = "user.#"
+
+    [[queues]]                    # per-queue delivery settings: see queueit.broker.queue_settings
+    match = "orders.*"
+    max_deliveries = 5
+
+    [resources]                   # backpressure: past these, publishers are held (see docs/reliability.md)
+    memory_limit = 0              # bytes of broker RSS; 0 = 40% of the machine's RAM
+    disk_free_limit = 268435456   # bytes that must stay free on the data dir's file system
+    publish_timeout = 30.0        # seconds a held SEND waits before it gets an ERROR
 """
 
 from __future__ import annotations
@@ -44,6 +53,7 @@ from typing import Any
 from ..stomp import Limits
 from .auth import AuthSettings
 from .exchanges import ExchangeType
+from .queue_settings import QueuePolicy, QueueSettingsError, parse_policy
 
 DEFAULT_PORT = 61613
 
@@ -90,6 +100,10 @@ class BrokerSettings:
     limits: Limits = field(default_factory=Limits)
     exchanges: tuple[ExchangeSpec, ...] = ()
     bindings: tuple[BindingSpec, ...] = ()
+    queues: tuple[QueuePolicy, ...] = ()
+    memory_limit: int = 0
+    disk_free_limit: int = 256 * 1024 * 1024
+    publish_timeout: float = 30.0
 
     @property
     def users_path(self) -> Path:
@@ -135,7 +149,7 @@ def _apply_file(settings: BrokerSettings, path: Path) -> BrokerSettings:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     base = path.parent
-    _only(raw, {"server", "tls", "auth", "limits", "exchanges", "bindings"}, "")
+    _only(raw, {"server", "tls", "auth", "limits", "exchanges", "bindings", "queues", "resources"}, "")
     changes: dict[str, Any] = {}
     server = _table(raw, "server")
     _only(server, set(_SERVER_KEYS), "server.")
@@ -187,6 +201,23 @@ def _apply_file(settings: BrokerSettings, path: Path) -> BrokerSettings:
             raise ConfigError(str(exc)) from exc
     changes["exchanges"] = tuple(_exchange(e) for e in _array(raw, "exchanges"))
     changes["bindings"] = tuple(_binding(b) for b in _array(raw, "bindings"))
+    try:
+        changes["queues"] = tuple(parse_policy(q, i) for i, q in enumerate(_array(raw, "queues")))
+    except QueueSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    resources = _table(raw, "resources")
+    _only(resources, {"memory_limit", "disk_free_limit", "publish_timeout"}, "resources.")
+    for key in ("memory_limit", "disk_free_limit"):
+        if key in resources:
+            value = _typed(resources[key], int, f"resources.{key}")
+            if not 0 <= value <= 2**62:
+                raise ConfigError(f"resources.{key} must be a number of bytes, 0 or more")
+            changes[key] = value
+    if "publish_timeout" in resources:
+        timeout = _typed(resources["publish_timeout"], float, "resources.publish_timeout")
+        if not 0 < timeout <= 3600:
+            raise ConfigError("resources.publish_timeout must be between 0 and 3600 seconds")
+        changes["publish_timeout"] = timeout
     return replace(settings, **changes)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import assert_never
 
@@ -37,6 +37,7 @@ from ..stomp import (
 )
 from .admin import handle_admin
 from .auth import User
+from .dead_letters import DEAD_LETTER_HEADER_PREFIX
 from .destinations import Destination, Kind, check_name, parse_destination
 from .errors import (
     AccessDenied,
@@ -48,11 +49,16 @@ from .errors import (
 )
 from .exchanges import TOPIC_EXCHANGE, Exchange, ExchangeType
 from .messages import CONTROL_HEADERS, Message
-from .queues import Outlet, Queue, QueueKind, Subscription
+from .queue_settings import MAX_MS, PRIVATE, QueueSettingsTable
+from .queues import Leases, Outlet, Queue, QueueKind, Subscription
 from .storage import MessageStore
 
 _TRUE = "true"
 MAX_EPOCH_MS = 10**15  # year 33658: any larger ``expires`` is a mistake
+#: Ack ids taken back by an expired lease that a connection may still ACK/NACK harmlessly.
+LOST_ACKS_KEPT = 10_000
+#: How often expired messages are looked for away from the head of their queue.
+SWEEP_INTERVAL_MS = 1_000
 
 
 @dataclass
@@ -73,6 +79,8 @@ class SessionState:
     pending: dict[str, Subscription] = field(default_factory=dict)  # ack id -> subscription
     transactions: dict[str, Transaction] = field(default_factory=dict)
     temp_queues: dict[str, Queue] = field(default_factory=dict)  # short name -> queue
+    # Ack ids whose lease expired (oldest first): a late ACK/NACK of one is ignored.
+    lost: dict[str, None] = field(default_factory=dict)
 
 
 class BrokerCore:
@@ -83,10 +91,14 @@ class BrokerCore:
         *,
         clock: Callable[[], float] = time.time,
         max_transaction_bytes: int = 64 * 1024 * 1024,
+        queue_settings: QueueSettingsTable | None = None,
     ) -> None:
         self.store = store
         self.limits = limits
         self.clock = clock
+        self.queue_settings = QueueSettingsTable() if queue_settings is None else queue_settings
+        self.leases = Leases()
+        self._next_sweep = 0
         self.max_transaction_bytes = max_transaction_bytes
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {
@@ -159,17 +171,45 @@ class BrokerCore:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    def tick(self) -> None:
+        """Timers: due delayed messages, expired leases, expired messages (called often)."""
+        now = self.now_ms()
+        self.store.tick(now)
+        for sub, message in self.leases.expired(now):
+            self._lease_expired(sub, message, now)
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL_MS
+            for queue in list(self.queues.values()):
+                queue.sweep(now)
+
+    def _lease_expired(self, sub: Subscription, message: Message, now: int) -> None:
+        """Not acked in time: the message goes back (or to the dead-letter queue)."""
+        del sub.unacked[message.id]
+        sub.pending.pop(message.id, None)
+        for s in self.sessions.values():
+            if s.pending is sub.pending:
+                s.lost[message.id] = None
+                if len(s.lost) > LOST_ACKS_KEPT:
+                    del s.lost[next(iter(s.lost))]
+                break
+        message.avoid = sub
+        sub.queue.requeue([message], now)
+        sub.queue.dispatch(now)
+
     # -- SEND ----------------------------------------------------------------------------------
 
     def _on_send(self, s: SessionState, ev: Send) -> None:
         if ev.transaction is not None:
-            self._check_send(s, ev)
+            self._check_send(s, ev, room=False)  # room is checked at COMMIT, for all its SENDs
             self._buffer(s, ev.transaction, ev, len(ev.body) + _headers_size(ev.headers))
             return
         self._publish(s, ev)
 
-    def _check_send(self, s: SessionState, ev: Send) -> tuple[Destination, int, int]:
-        """Every check a SEND must pass, without side effects; its destination, priority, expires.
+    def _check_send(
+        self, s: SessionState, ev: Send, *, room: bool = True
+    ) -> tuple[Destination, int, int, int]:
+        """Every check a SEND must pass, without side effects; its destination, priority,
+        expires and due time.
 
         Run when a SEND arrives, and again for every SEND of a transaction before any of
         them is applied at COMMIT, so a COMMIT is all or nothing.
@@ -181,9 +221,16 @@ class BrokerCore:
                 "to the /reply-queue/ destination the receiver sees there."
             )
         if dest.kind is Kind.ADMIN:
+            if dest.name == "lease":
+                if not ev.headers.get("lease"):
+                    raise InvalidHeader("A lease extension needs the lease header: milliseconds from now.")
+                _int_header(ev.headers, "lease", 0, 1, MAX_MS)
+                if not ev.headers.get("id"):
+                    raise InvalidHeader("A lease extension needs the id header: the MESSAGE's ack id.")
+                return dest, 0, 0, 0
             if dest.name != "admin" or not ev.headers.get("reply-to"):
                 raise InvalidDestination("Send admin requests to /queueit/admin with a reply-to header.")
-            return dest, 0, 0
+            return dest, 0, 0, 0
         if dest.kind is Kind.EXCHANGE and dest.name not in self.exchanges:
             raise InvalidDestination(
                 f"No exchange named {dest.name!r}; declare it in the config ([[exchanges]]) "
@@ -196,19 +243,32 @@ class BrokerCore:
             self._require(s, "admin", ev.destination)  # the SEND creates the queue
         priority = _int_header(ev.headers, "priority", 4, 0, 9)
         expires = _int_header(ev.headers, "expires", 0, 0, MAX_EPOCH_MS)
+        due = 0
+        if "delay" in ev.headers or "deliver-at" in ev.headers:
+            delay = _int_header(ev.headers, "delay", 0, 0, MAX_MS)
+            due = _int_header(ev.headers, "deliver-at", 0, 0, MAX_EPOCH_MS)
+            if delay:
+                due = max(due, self.now_ms() + delay)
+        if room:
+            for queue in self._targets(dest):
+                queue.check_room(len(ev.body))
         reply_to = ev.headers.get("reply-to")
         if reply_to is not None and reply_to.startswith("/temp-queue/"):
             name = check_name(reply_to[len("/temp-queue/") :], "temp-queue")
             if name not in s.temp_queues:
                 self._check_temp_queue_limit(s)
-        return dest, priority, expires
+        return dest, priority, expires, due
 
     def _publish(self, s: SessionState, ev: Send) -> None:
-        dest, priority, expires = self._check_send(s, ev)
+        dest, priority, expires, due = self._check_send(s, ev)
         if dest.kind is Kind.ADMIN:
-            self._admin(s, ev)
+            if dest.name == "lease":
+                self._extend_lease(s, ev)
+            else:
+                self._admin(s, ev)
             return
         message = self._make_message(s, ev, priority, expires)
+        message.due = due
         now = self.now_ms()
         kind = dest.kind
         if kind is Kind.QUEUE:
@@ -253,6 +313,7 @@ class BrokerCore:
             m.persistent,
             m.priority,
             m.expires,
+            due=m.due,
             encoded_version=m.encoded_version,
             encoded_block=m.encoded_block,
         )
@@ -261,11 +322,90 @@ class BrokerCore:
 
     def _create_queue(self, key: str, kind: QueueKind) -> Queue:
         transient = kind is QueueKind.SUBSCRIPTION or kind is QueueKind.TEMPORARY
-        queue = Queue(key, self.store.open_queue(key, transient=transient), kind)
-        # Messages read back from disk arrive later than the take that missed them.
-        queue.store.on_ready = lambda: queue.dispatch(self.now_ms())
+        settings = PRIVATE if transient else self.queue_settings.for_queue(key)
+        store = self.store.open_queue(key, transient=transient, sync=settings.fsync)
+        queue = Queue(key, store, kind, settings, self.leases)
+        # Messages read back from disk, and delayed ones, arrive later than the take that missed them.
+        store.on_ready = lambda: queue.dispatch(self.now_ms())
+        store.on_expired = queue.expire
+        queue.dead_letter = self._dead_letter
         self.queues[key] = queue
         return queue
+
+    def _targets(self, dest: Destination) -> list[Queue]:
+        """The existing queues a SEND to ``dest`` would reach (no side effects)."""
+        kind = dest.kind
+        if kind is Kind.QUEUE:
+            queue = self.queues.get(dest.name)
+            return [] if queue is None else [queue]
+        if kind is Kind.TOPIC:
+            return self.exchanges[TOPIC_EXCHANGE].route(dest.name)
+        if kind is Kind.EXCHANGE:
+            return self.exchanges[dest.name].route(dest.key)
+        return []
+
+    def _queue_named(self, name: str) -> Queue:
+        """The named queue ``name``, created if need be (the broker's own doing: no permission)."""
+        queue = self.queues.get(name)  # not ``or``: an empty queue is falsy
+        return self._create_queue(name, QueueKind.NAMED) if queue is None else queue
+
+    def _dead_letter(self, queue: Queue, messages: Sequence[Message], reason: str) -> None:
+        """Move taken messages to the queue's dead-letter queue (or drop them if it has none).
+
+        Each move is one journal transaction: the message is in exactly one of the two
+        queues after a crash, never both, never neither.
+        """
+        queue.dead_lettered += len(messages)
+        target_name = (
+            None if queue.kind is not QueueKind.NAMED else queue.settings.dead_letter_queue(queue.name)
+        )
+        if target_name is None:
+            for message in messages:
+                queue.store.settle(message)
+            return
+        target = self._queue_named(target_name)
+        now = self.now_ms()
+        for message in messages:
+            headers = tuple((k, v) for k, v in message.headers if not k.startswith(DEAD_LETTER_HEADER_PREFIX))
+            copy = Message(
+                message.id,
+                "/queue/" + target_name,
+                (
+                    *headers,
+                    ("x-dead-letter-reason", reason),
+                    ("x-dead-letter-queue", queue.name),
+                    ("x-dead-letter-destination", message.destination),
+                    ("x-dead-letter-deliveries", str(message.deliveries)),
+                    ("x-dead-letter-time", str(now)),
+                ),
+                message.body,
+                True,  # a dead-lettered message is kept, whatever it was
+                message.priority,
+            )
+            with self.store.atomic():
+                queue.store.settle(message)
+                target.publish(copy, now)
+
+    def redrive(self, dlq: Queue, message: Message) -> bool:
+        """Move a dead letter (taken from ``dlq``) back to its queue; False if it has none."""
+        h = dict(message.headers)
+        name = h.get("x-dead-letter-queue")
+        if not name or name == dlq.name or name.startswith("~"):
+            return False
+        target = self._queue_named(name)
+        copy = Message(
+            message.id,
+            h.get("x-dead-letter-destination", "/queue/" + name),
+            tuple((k, v) for k, v in message.headers if not k.startswith(DEAD_LETTER_HEADER_PREFIX)),
+            message.body,
+            h.get("persistent") == _TRUE,
+            message.priority,
+        )
+        now = self.now_ms()
+        with self.store.atomic():
+            dlq.store.settle(message)
+            target.publish(copy, now)
+        return True
 
     def _named_queue(self, s: SessionState, name: str, destination: str) -> Queue:
         queue = self.queues.get(name)
@@ -275,7 +415,11 @@ class BrokerCore:
         return queue
 
     def _admin(self, s: SessionState, ev: Send) -> None:
-        reply = handle_admin(self, s, ev)
+        handle_admin(self, s, ev, lambda reply: self._admin_reply(s, ev, reply))
+
+    def _admin_reply(self, s: SessionState, ev: Send, reply: bytes) -> None:
+        if s.id not in self.sessions:
+            return  # the asker has gone (the answer came back from the disk too late)
         reply_to = ev.headers["reply-to"]
         headers = {"content-type": "application/json"}
         if reply_to.startswith("/temp-queue/"):
@@ -338,6 +482,8 @@ class BrokerCore:
         if len(s.subscriptions) >= self.limits.max_subscriptions:
             raise SubscriptionError(self._too_many_subscriptions())
         prefetch = self._prefetch(ev.headers)
+        # A lease shorter or longer than the queue's, for this subscription's deliveries.
+        lease_ms = _int_header(ev.headers, "visibility-timeout", 0, 0, MAX_MS) or None
         self._require(s, "read", ev.destination)
         kind = dest.kind
         if kind is Kind.QUEUE:
@@ -348,7 +494,7 @@ class BrokerCore:
             queue = self._binding_queue(s, ev, dest)
         else:
             raise InvalidDestination(f"Cannot SUBSCRIBE to {ev.destination!r}.")
-        self._attach(s, ev.id, ev.destination, queue, ev.ack, prefetch)
+        self._attach(s, ev.id, ev.destination, queue, ev.ack, prefetch, lease_ms)
 
     def _drop_automatic_reply_subscription(self, s: SessionState, destination: str) -> None:
         """A SUBSCRIBE to a temp queue replaces the subscription a reply-to made for it."""
@@ -392,12 +538,22 @@ class BrokerCore:
         return queue
 
     def _attach(
-        self, s: SessionState, sub_id: str, destination: str, queue: Queue, mode: AckMode, prefetch: int
-    ) -> None:
+        self,
+        s: SessionState,
+        sub_id: str,
+        destination: str,
+        queue: Queue,
+        mode: AckMode,
+        prefetch: int,
+        lease_ms: int | None = None,
+    ) -> Subscription:
         sub = Subscription(sub_id, destination, queue, mode, prefetch, s.outlet, s.pending)
+        if lease_ms is not None:
+            sub.lease_ms = lease_ms
         s.subscriptions[sub_id] = sub
         queue.add_consumer(sub)
         queue.dispatch(self.now_ms())
+        return sub
 
     def _prefetch(self, headers: dict[str, str]) -> int:
         raw = headers.get("prefetch-count") or headers.get("activemq.prefetchSize")
@@ -430,18 +586,22 @@ class BrokerCore:
         if queue.kind is QueueKind.DURABLE and delete_durable:
             self.delete_queue(queue)
             return
+        now = self.now_ms()
         if held:
-            queue.requeue(held)
-        queue.dispatch(self.now_ms())
+            queue.requeue(held, now)
+        queue.dispatch(now)
 
     def _too_many_subscriptions(self) -> str:
         return f"A connection may hold at most {self.limits.max_subscriptions} subscriptions."
 
     # -- ACK / NACK -------------------------------------------------------------------------
 
-    def _pending(self, s: SessionState, ack_id: str, what: str) -> Subscription:
+    def _pending(self, s: SessionState, ack_id: str, what: str) -> Subscription | None:
+        """The subscription awaiting an ack of ``ack_id``; None if its lease ran out."""
         sub = s.pending.get(ack_id)
         if sub is None:
+            if ack_id in s.lost:
+                return None  # too late: the message went back to its queue, and this is no error
             raise AckError(
                 f"{what} of {ack_id!r}: no message with this id awaits an ack on this connection "
                 "(never delivered here, already acked, or delivered on an auto-ack subscription)."
@@ -464,6 +624,8 @@ class BrokerCore:
 
     def _on_ack(self, s: SessionState, ev: Ack) -> None:
         sub = self._pending(s, ev.id, "ACK")
+        if sub is None:
+            return
         if ev.transaction is not None:
             self._buffer(s, ev.transaction, ev, _headers_size(ev.headers))
             return
@@ -472,15 +634,38 @@ class BrokerCore:
 
     def _on_nack(self, s: SessionState, ev: Nack) -> None:
         sub = self._pending(s, ev.id, "NACK")
+        if sub is None:
+            return
+        delay = _int_header(ev.headers, "delay", 0, 0, MAX_MS)
+        reason = ev.headers.get("reason", "rejected")
+        if reason not in ("rejected", "invalid"):
+            raise InvalidHeader(f"NACK reason must be rejected or invalid, got {reason[:40]!r}.")
         if ev.transaction is not None:
             self._buffer(s, ev.transaction, ev, _headers_size(ev.headers))
             return
         messages = self._settled(s, sub, ev.id)
+        now = self.now_ms()
+        queue = sub.queue
         if ev.headers.get("requeue") == "false":
-            sub.queue.settle(messages)  # dead-letter queues arrive with the durable store
+            queue.dead_letter(queue, messages, reason)
         else:
-            sub.queue.requeue(messages)
-        sub.queue.dispatch(self.now_ms())
+            for message in messages:
+                message.avoid = sub
+            queue.requeue(messages, now, delay)
+        queue.dispatch(now)
+
+    def _extend_lease(self, s: SessionState, ev: Send) -> None:
+        """SEND /queueit/lease with ``id`` (an ack id) and ``lease`` (ms from now).
+
+        A message no longer leased to this connection (acked, or taken back) is ignored:
+        the extension came too late, and a later ACK of it is ignored as well.
+        """
+        ack_id = ev.headers["id"]
+        sub = s.pending.get(ack_id)
+        if sub is None:
+            return
+        message = sub.unacked[ack_id]
+        self.leases.add(sub, message, self.now_ms() + _int_header(ev.headers, "lease", 0, 1, MAX_MS))
 
     # -- transactions --------------------------------------------------------------------------
 
@@ -514,9 +699,18 @@ class BrokerCore:
 
     def _on_commit(self, s: SessionState, ev: Commit) -> None:
         tx = self._take_transaction(s, ev.transaction)
+        adding: dict[Queue, list[int]] = {}  # queue -> [messages, bytes] this COMMIT adds
         for frame in tx.frames:
             if isinstance(frame, Send):
-                self._check_send(s, frame)  # all or nothing: refuse before applying any
+                dest = self._check_send(s, frame, room=False)[0]  # all or nothing: refuse before applying any
+                if dest.kind is Kind.QUEUE:  # a queue the SEND creates has limits too
+                    self._named_queue(s, dest.name, frame.destination)
+                for queue in self._targets(dest):
+                    tally = adding.setdefault(queue, [0, 0])
+                    tally[0] += 1
+                    tally[1] += len(frame.body)
+        for queue, (count, size) in adding.items():
+            queue.check_room(size, count)  # the SENDs of one COMMIT may fill a queue together
         for frame in tx.frames:
             if isinstance(frame, Send):
                 self._publish(s, frame)

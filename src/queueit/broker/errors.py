@@ -8,7 +8,9 @@ Tree::
     ├── SubscriptionError       duplicate id, unknown id, too many subscriptions
     ├── AckError                ACK/NACK of an id that is not pending on the connection
     ├── TransactionError        unknown, duplicate or oversized transaction
-    └── InvalidHeader           a header value the broker cannot accept (priority, expires, ...)
+    ├── InvalidHeader           a header value the broker cannot accept (priority, expires, ...)
+    ├── QueueFull               the queue is at its limit and its overflow policy rejects
+    └── ResourceAlarm           memory or disk past its watermark for longer than the timeout
 
 Each error carries a short ``message`` (the ERROR frame's ``message`` header) and a
 ``detail`` that tells the user what to do; ``str(exc)`` is never sent to a client.
@@ -58,3 +60,11 @@ class TransactionError(BrokerError):
 
 class InvalidHeader(BrokerError):
     message = "Invalid header"
+
+
+class QueueFull(BrokerError):
+    message = "Queue full"
+
+
+class ResourceAlarm(BrokerError):
+    message = "Broker out of resources"

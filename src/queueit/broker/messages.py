@@ -33,6 +33,10 @@ class Message:
     seq: int = 0
     stored: bool = False
     rank: int = 0  # order within its priority in a durable queue (see storage.journal)
+    due: int = 0  # epoch ms a delayed message becomes ready; 0 = ready now
+    lease_until: int = 0  # epoch ms a client-ack delivery must be acked by (see queues.Leases)
+    # The subscription that gave it back (NACK, lease ran out): others get it first.
+    avoid: object | None = None
     # The headers encoded for the STOMP version of the last delivery (see Session.deliver).
     encoded_version: str = ""
     encoded_block: str = ""

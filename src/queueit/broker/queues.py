@@ -15,16 +15,25 @@ Dispatch invariant: a queue hands a ready message to a consumer only when the co
 ``can_take`` (its connection is writable and, for client acks, it holds fewer unacked
 messages than its prefetch). Consumers are served round-robin, so competing consumers
 share a queue evenly within their prefetch windows.
+
+Leases: a client-ack delivery is leased to its subscription until ``lease_until``; the
+core's :class:`Leases` heap takes back what is not acked in time. Dead-lettering (expired,
+rejected, too many deliveries, overflow) goes through the ``dead_letter`` hook the core
+sets, which moves the message to the queue's dead-letter queue in one journal step.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+import heapq
+import itertools
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..stomp import AckMode
+from .errors import QueueFull
 from .messages import Message
+from .queue_settings import QueueSettings
 
 if TYPE_CHECKING:
     from .storage import QueueStore
@@ -56,11 +65,42 @@ class QueueKind(enum.Enum):
     TEMPORARY = "temporary"  # /temp-queue/, deleted with its connection
 
 
+class Leases:
+    """Lease deadlines of client-ack deliveries, soonest first; one per core.
+
+    An entry is stale (and skipped) once its message is settled, given back, or its
+    lease extended: the message's ``lease_until`` then no longer matches.
+    """
+
+    __slots__ = ("_heap", "_tie")
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[int, int, Subscription, Message]] = []
+        self._tie = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def add(self, sub: Subscription, message: Message, until: int) -> None:
+        message.lease_until = until
+        heapq.heappush(self._heap, (until, next(self._tie), sub, message))
+
+    def expired(self, now_ms: int) -> list[tuple[Subscription, Message]]:
+        heap = self._heap
+        out = []
+        while heap and heap[0][0] <= now_ms:
+            until, _, sub, message = heapq.heappop(heap)
+            if message.lease_until == until and sub.unacked.get(message.id) is message:
+                out.append((sub, message))
+        return out
+
+
 class Subscription:
     __slots__ = (
         "ack_mode",
         "destination",
         "id",
+        "lease_ms",
         "outlet",
         "pending",
         "prefetch",
@@ -87,9 +127,18 @@ class Subscription:
         self.pending = pending  # the session's ack-id index, shared by its subscriptions
         # Delivered and not yet acked, in delivery order (cumulative ACK walks this order).
         self.unacked: dict[str, Message] = {}
+        self.lease_ms = queue.settings.visibility_timeout  # a SUBSCRIBE header may shorten it
 
     def can_take(self) -> bool:
         return self.outlet.writable and (self.ack_mode is AckMode.AUTO or len(self.unacked) < self.prefetch)
+
+
+DeadLetter = Callable[["Queue", Sequence[Message], str], None]
+
+
+def _drop(queue: Queue, messages: Sequence[Message], reason: str) -> None:
+    for message in messages:
+        queue.store.settle(message)
 
 
 class Queue:
@@ -99,12 +148,17 @@ class Queue:
         "bindings",
         "blocked",
         "consumers",
+        "dead_letter",
+        "dead_lettered",
         "delivered",
+        "dropped",
         "expired",
         "flow_blocks",
         "kind",
+        "leases",
         "name",
         "published",
+        "settings",
         "store",
     )
 
@@ -113,10 +167,18 @@ class Queue:
         name: str,
         store: QueueStore,
         kind: QueueKind = QueueKind.NAMED,
+        settings: QueueSettings | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.name = name
         self.store = store
         self.kind = kind
+        self.settings = QueueSettings() if settings is None else settings
+        self.leases = (
+            Leases() if leases is None else leases
+        )  # shared with the core (not `or`: falsy when empty)
+        #: Where messages that cannot be delivered go (set by the core); the default drops.
+        self.dead_letter: DeadLetter = _drop
         self.consumers: list[Subscription] = []
         self.bindings: set[tuple[str, str]] = set()  # (exchange, key) pairs, for unbinding
         self.blocked: set[Outlet] = set()  # publishers held back by flow control
@@ -125,6 +187,8 @@ class Queue:
         self.delivered = 0
         self.acked = 0
         self.expired = 0
+        self.dead_lettered = 0  # moved to the dead-letter queue, or dropped for want of one
+        self.dropped = 0  # dropped from the head by the drop-head overflow policy
         self.flow_blocks = 0  # times a publisher was held back by this queue
 
     def __len__(self) -> int:
@@ -134,8 +198,51 @@ class Queue:
     def in_flight(self) -> int:
         return sum(len(c.unacked) for c in self.consumers)
 
+    def full(self, extra_bytes: int, extra_messages: int = 1) -> bool:
+        """Would ``extra_messages`` more (of ``extra_bytes`` in all) break the queue's limits?
+
+        Delayed messages count against ``max_messages``: they will be ready soon enough.
+        """
+        s = self.settings
+        return bool(
+            (s.max_messages and len(self.store) + self.store.scheduled + extra_messages > s.max_messages)
+            or (s.max_bytes and self.store.ready_bytes + extra_bytes > s.max_bytes)
+        )
+
+    def check_room(self, extra_bytes: int, extra_messages: int = 1) -> None:
+        """Refuse a publish the reject-publish policy keeps out (before any side effect).
+
+        Raises:
+            QueueFull: the queue is at its limit and its overflow policy is reject-publish.
+        """
+        s = self.settings
+        if (
+            s.overflow == "reject-publish"
+            and (s.max_messages or s.max_bytes)
+            and self.full(extra_bytes, extra_messages)
+        ):
+            raise QueueFull(
+                f"Queue {self.name!r} is full ({len(self.store)} messages, {self.store.ready_bytes} bytes; "
+                f"limits max_messages={s.max_messages}, max_bytes={s.max_bytes}); the message was not "
+                "accepted. Retry later, or raise the limits in the queue's [[queues]] entry."
+            )
+
     def publish(self, message: Message, now_ms: int, publisher: Outlet | None = None) -> None:
         self.published += 1
+        ttl = self.settings.ttl
+        if ttl and (not message.expires or message.expires > now_ms + ttl):
+            message.expires = now_ms + ttl  # the shorter of the message's and the queue's, as RabbitMQ
+        s = self.settings
+        if (s.max_messages or s.max_bytes) and self.full(len(message.body)):
+            if s.max_bytes and len(message.body) > s.max_bytes:
+                # It can never fit: emptying the queue for it would not help.
+                self._overflow(message)
+                return
+            self._make_room(len(message.body), now_ms)
+        if message.due > now_ms:
+            self.store.schedule(message)
+            return
+        message.due = 0
         self.store.put(message)
         if self.consumers:
             self.dispatch(now_ms)
@@ -161,7 +268,7 @@ class Queue:
                 if message is None:
                     break
                 if not self._expired(message, now_ms):
-                    self._deliver(sub, message)
+                    self._deliver(sub, message, now_ms)
         while len(consumers) > 1:
             n = len(consumers)
             for _ in range(n):
@@ -175,10 +282,35 @@ class Queue:
             if message is None:
                 self._rr -= 1  # nobody was served: keep the turn
                 break
+            if message.avoid is sub:
+                sub = self._other_than(sub)
             if not self._expired(message, now_ms):
-                self._deliver(sub, message)
+                self._deliver(sub, message, now_ms)
         if self.blocked and (len(store) <= FLOW_LOW or not consumers):
             self.release_publishers()
+
+    def _other_than(self, sub: Subscription) -> Subscription:
+        """A consumer other than ``sub`` that can take a message now, else ``sub``."""
+        for other in self.consumers:
+            if other is not sub and other.can_take():
+                return other
+        return sub
+
+    def _make_room(self, extra_bytes: int, now_ms: int) -> None:
+        """drop-head / dead-letter overflow: the oldest messages leave to make room."""
+        while self.full(extra_bytes):
+            head = self.store.take()
+            if head is None:
+                return  # the head is on disk and not read back yet: admit over the limit
+            self._overflow(head)
+
+    def _overflow(self, message: Message) -> None:
+        """A message pushed out by the drop-head / dead-letter overflow policy (taken, or new)."""
+        if self.settings.overflow == "dead-letter":
+            self.dead_letter(self, [message], "overflow")
+        else:
+            self.store.settle(message)
+            self.dropped += 1
 
     def release_publishers(self) -> None:
         blocked, self.blocked = self.blocked, set()
@@ -186,14 +318,27 @@ class Queue:
             outlet.unblock(self)
 
     def _expired(self, message: Message, now_ms: int) -> bool:
-        """Settle (drop) a message whose ``expires`` time has passed."""
+        """Dead-letter a taken message whose ``expires`` time has passed."""
         if message.expires and message.expires <= now_ms:
-            self.expired += 1
-            self.store.settle(message)
+            self.expire([message])
             return True
         return False
 
-    def _deliver(self, sub: Subscription, message: Message) -> None:
+    def expire(self, messages: Sequence[Message]) -> None:
+        """Expired messages (taken from the store) leave the queue."""
+        self.expired += len(messages)
+        self.dead_letter(self, messages, "expired")
+
+    def sweep(self, now_ms: int) -> None:
+        """Expired messages leave even when they are not at the head."""
+        expired = self.store.expire(now_ms)
+        if expired:
+            self.expire(expired)
+            if self.blocked:
+                self.dispatch(now_ms)
+
+    def _deliver(self, sub: Subscription, message: Message, now_ms: int) -> None:
+        message.avoid = None
         message.deliveries += 1
         self.delivered += 1
         if sub.ack_mode is AckMode.AUTO:
@@ -202,6 +347,7 @@ class Queue:
         else:
             sub.unacked[message.id] = message
             sub.pending[message.id] = sub
+            self.leases.add(sub, message, now_ms + sub.lease_ms)
         sub.outlet.deliver(sub, message)
 
     def settle(self, messages: Sequence[Message]) -> None:
@@ -209,11 +355,26 @@ class Queue:
             self.store.settle(message)
         self.acked += len(messages)
 
-    def requeue(self, messages: Sequence[Message]) -> None:
-        """Put messages back at the head, flagged redelivered, in the order given."""
+    def requeue(self, messages: Sequence[Message], now_ms: int, delay_ms: int = 0) -> None:
+        """Give taken messages back, flagged redelivered: at the head in the order given, or
+        after ``delay_ms``; a message at its queue's delivery limit is dead-lettered instead."""
+        limit = self.settings.max_deliveries
+        back = []
         for message in messages:
+            message.lease_until = 0
+            if limit and message.deliveries >= limit:
+                self.dead_letter(self, [message], "max-deliveries")
+                continue
             message.redelivered = True
-        self.store.requeue(messages)
+            back.append(message)
+        if not back:
+            return
+        if delay_ms:
+            for message in back:
+                message.due = now_ms + delay_ms
+                self.store.schedule(message)
+        else:
+            self.store.requeue(back)
 
     def add_consumer(self, sub: Subscription) -> None:
         self.consumers.append(sub)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -20,6 +21,8 @@ from .auth import Authenticator, User, UserDB
 from .config import BrokerSettings, ConfigError
 from .core import BrokerCore
 from .errors import BrokerError
+from .queue_settings import QueueSettingsTable
+from .resources import ResourceMonitor
 from .session import Session
 from .storage import MemoryStore, MessageStore
 from .storage.durable import DurableStore
@@ -29,6 +32,9 @@ log = logging.getLogger("queueit.broker")
 
 #: Password checks running at once (each is one scrypt in a worker thread).
 LOGIN_CONCURRENCY = 4
+#: How often the core's timers run (delayed messages fire within this, plus a loop turn).
+TICK_SECONDS = 0.02
+RESOURCE_CHECK_SECONDS = 0.5
 
 
 class BrokerServer:
@@ -43,11 +49,42 @@ class BrokerServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._login_slots = asyncio.Semaphore(LOGIN_CONCURRENCY)
         self.addresses: list[tuple[str, str, int]] = []  # (scheme, host, port)
+        self._ticker: asyncio.TimerHandle | None = None
+        #: Why publishers are held (memory or disk past its watermark), or None.
+        self.alarm: str | None = None
+        self.resources = ResourceMonitor(settings)
+        self._next_resource_check = 0.0
 
     # -- listening ---------------------------------------------------------------------------
 
+    def _tick(self) -> None:
+        try:
+            self.core.tick()
+            now = time.monotonic()
+            if now >= self._next_resource_check:
+                self._next_resource_check = now + RESOURCE_CHECK_SECONDS
+                self._check_resources()
+        except Exception:
+            log.exception("internal error in the broker's timers")
+        self._ticker = asyncio.get_running_loop().call_later(TICK_SECONDS, self._tick)
+
+    def _check_resources(self) -> None:
+        """Raise or clear the alarm that holds publishers (consumers and acks flow on)."""
+        reason = self.resources.check(self.core.store.stats().get("error"))
+        if reason == self.alarm:
+            return
+        if reason is not None:
+            log.warning("holding publishers: %s", reason)
+        else:
+            log.warning("resources back under their watermarks: publishers resume")
+        self.alarm = reason
+        if reason is None:
+            for session in list(self.sessions):
+                session.unpark()
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
+        self._ticker = loop.call_later(TICK_SECONDS, self._tick)
         s = self.settings
         server = await loop.create_server(lambda: Session(self), s.host, s.port, reuse_address=True)
         self._servers.append(server)
@@ -69,6 +106,8 @@ class BrokerServer:
 
     async def stop(self) -> None:
         """Stop accepting, flush and close every connection, wait for them to go."""
+        if self._ticker is not None:
+            self._ticker.cancel()
         for server in self._servers:
             server.close()
         for session in list(self.sessions):
@@ -136,7 +175,9 @@ def build_core(settings: BrokerSettings, store: MessageStore | None = None) -> B
     Raises:
         ConfigError: an exchange or binding of the config is invalid.
     """
-    core = BrokerCore(store or MemoryStore(), settings.limits)
+    core = BrokerCore(
+        store or MemoryStore(), settings.limits, queue_settings=QueueSettingsTable(settings.queues)
+    )
     try:
         for spec in settings.exchanges:
             core.declare_exchange(spec.name, spec.type)

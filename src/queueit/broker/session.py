@@ -9,9 +9,11 @@ Ownership: a Session owns its ``ServerConnection``, its outbound buffer and its 
 Writes are collected during one loop iteration and flushed once (``call_soon``), so a
 burst of MESSAGE and RECEIPT frames costs one system call.
 
-Reading is paused for any of three reasons, tracked separately so that one never undoes
+Reading is paused for any of five reasons, tracked separately so that one never undoes
 another: the login is being checked ("login"), a queue this client publishes to is
-backed up ("flow"), or the client does not read what we write ("write"). While reading
+backed up ("flow"), the client does not read what we write ("write"), a DISCONNECT
+waits for its receipt ("disconnect"), or a publish waits out a memory or disk alarm
+("alarm", see ``BrokerServer.alarm``). While reading
 is paused by us, the client's silence is ours, so it does not count against its
 heart-beats.
 
@@ -36,8 +38,10 @@ from ..stomp import (
     AckMode,
     BeatAction,
     ClientEvent,
+    Commit,
     Connect,
     Disconnect,
+    Send,
     ServerConnection,
     State,
     StompProtocolError,
@@ -87,6 +91,8 @@ class Session(asyncio.Protocol):
         self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write", "disconnect"
         self._receipts: deque[tuple[bytes, bool]] = deque()  # (RECEIPT frame, is DISCONNECT's)
         self._receipt_ticket = 0  # journal writes the newest waiting receipt waits for
+        self._parked: ClientEvent | None = None  # a publish held by a memory or disk alarm
+        self._alarm_timer: asyncio.TimerHandle | None = None
         self._blockers: set[Queue] = set()  # backed-up queues this client publishes to
         self._timer: asyncio.TimerHandle | None = None
         self._stall_timer: asyncio.TimerHandle | None = None
@@ -118,7 +124,7 @@ class Session(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
-        for timer in (self._timer, self._stall_timer, self._linger_timer):
+        for timer in (self._timer, self._stall_timer, self._linger_timer, self._alarm_timer):
             if timer is not None:
                 timer.cancel()
         if self.conn.state is not State.CLOSED:
@@ -161,7 +167,8 @@ class Session(asyncio.Protocol):
             message.encoded_version = conn.version
         block = message.encoded_block
         if message.redelivered:
-            block += "redelivered:true\n"
+            # The count of earlier deliveries, named as RabbitMQ's quorum queues name it.
+            block += f"redelivered:true\nx-delivery-count:{max(message.deliveries - 1, 0)}\n"
         ack = None if subscription.ack_mode is AckMode.AUTO else message.id
         body = message.body
         head = conn.message_head(message.destination, message.id, subscription.id, ack, block, len(body))
@@ -197,6 +204,9 @@ class Session(asyncio.Protocol):
             if isinstance(event, Connect):
                 self._hold("login")
                 self._start_login(event)
+                return
+            if self.server.alarm is not None and _publishes(event):
+                self._park(event)
                 return
             if not self._handle(event):
                 return
@@ -245,6 +255,39 @@ class Session(asyncio.Protocol):
         self._write(frame)
         if disconnect:
             self._close_after_flush()
+
+    def _park(self, event: ClientEvent) -> None:
+        """The broker is past a memory or disk watermark: hold this publish (and everything
+        after it on this connection) until it is back under, or the timeout runs out."""
+        self._parked = event
+        self._hold("alarm")
+        self._alarm_timer = self.loop.call_later(self.server.settings.publish_timeout, self._park_timeout)
+
+    def unpark(self) -> None:
+        """The alarm is over: apply the held frame, and read on."""
+        event, self._parked = self._parked, None
+        if self._alarm_timer is not None:
+            self._alarm_timer.cancel()
+            self._alarm_timer = None
+        if event is None or self._closing:
+            return
+        if self._handle(event):
+            self._release("alarm")
+            self._process()
+
+    def _park_timeout(self) -> None:
+        self._alarm_timer = None
+        event, self._parked = self._parked, None
+        if event is None or self._closing:
+            return
+        reason = self.server.alarm or "resources ran low"
+        self._fail(
+            "Broker out of resources",
+            f"The message was not accepted: {reason}, for longer than "
+            f"{self.server.settings.publish_timeout:g} s. Retry later; the operator should free "
+            "memory or disk, or drain the queues.",
+            event.receipt,
+        )
 
     def _start_login(self, event: Connect) -> None:
         async def login() -> None:
@@ -388,3 +431,14 @@ class Session(asyncio.Protocol):
         if action is BeatAction.SEND_BEAT and self.transport is not None:
             self.transport.write(EOL)
         self._arm_timer()
+
+
+def _publishes(event: ClientEvent) -> bool:
+    """Does this frame add messages (and so wait out a memory or disk alarm)?
+
+    Admin requests and lease extensions (``/queueit/...``) do not: operators need them most
+    when the broker is short of resources. ACKs and NACKs free resources.
+    """
+    if isinstance(event, Send):
+        return event.transaction is None and not event.destination.startswith("/queueit/")
+    return isinstance(event, Commit)

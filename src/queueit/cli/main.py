@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import messaging, serve, users
+from . import dlq, messaging, serve, users
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.register(sub)
     messaging.register(sub)
     users.register(sub)
+    dlq.register(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ from ..client import Client, ClientError, ReceiveTimeout
 from .args import header, port_number, positive_int
 
 
-def _connection_args(p: argparse.ArgumentParser) -> None:
+def connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="broker address (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=61613, help="broker port (default 61613)")
     p.add_argument(
@@ -42,7 +42,7 @@ def register(sub: Any) -> None:
         help="extra header, may repeat",
     )
     p.add_argument("--content-type", default=None)
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=send)
 
     p = sub.add_parser(
@@ -63,7 +63,7 @@ def register(sub: Any) -> None:
         help="stop when no message arrives for this many seconds (default: wait forever)",
     )
     p.add_argument("--headers", action="store_true", help="print the headers as JSON before each body")
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=consume)
 
     p = sub.add_parser(
@@ -72,7 +72,7 @@ def register(sub: Any) -> None:
         description="Show queue depth, consumers and in-flight messages, and topic subscribers.",
     )
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=stat)
 
     p = sub.add_parser(
@@ -85,7 +85,7 @@ def register(sub: Any) -> None:
     p.add_argument("--type", choices=["direct", "fanout", "topic"], default="direct", help="for declare")
     p.add_argument("--queue", help="for bind/unbind")
     p.add_argument("--key", default="", help="routing key or pattern, for bind/unbind")
-    _connection_args(p)
+    connection_args(p)
     p.set_defaults(func=exchange)
 
 
@@ -93,7 +93,7 @@ def _client(args: argparse.Namespace) -> Client:
     return Client(args.host, args.port, login=args.login, passcode=args.passcode, timeout=args.timeout)
 
 
-def _fail(exc: Exception) -> int:
+def fail(exc: Exception) -> int:
     print(f"queueit: {exc}", file=sys.stderr)
     return 1
 
@@ -107,7 +107,7 @@ def send(args: argparse.Namespace) -> int:
                 args.destination, body, headers=dict(args.header), receipt=True, content_type=content_type
             )
     except (ClientError, OSError) as exc:
-        return _fail(exc)
+        return fail(exc)
     return 0
 
 
@@ -131,14 +131,14 @@ def consume(args: argparse.Namespace) -> int:
                 if args.ack != "auto":
                     client.ack(message)
     except (ClientError, OSError) as exc:
-        return _fail(exc)
+        return fail(exc)
     return 0
 
 
-def _admin(args: argparse.Namespace, headers: dict[str, str]) -> dict[str, Any]:
+def admin_request(args: argparse.Namespace, headers: dict[str, str]) -> dict[str, Any]:
     with _client(args) as client:
         client.send("/queueit/admin", b"", headers={**headers, "reply-to": "/temp-queue/admin"})
-        reply = client.receive()
+        reply = client.receive(timeout=args.timeout)
     try:
         answer: dict[str, Any] = json.loads(reply.body)
     except ValueError:
@@ -150,24 +150,24 @@ def _admin(args: argparse.Namespace, headers: dict[str, str]) -> dict[str, Any]:
 
 def stat(args: argparse.Namespace) -> int:
     try:
-        answer = _admin(args, {"command": "stat"})
+        answer = admin_request(args, {"command": "stat"})
     except (ClientError, OSError) as exc:
-        return _fail(exc)
+        return fail(exc)
     if args.json:
         print(json.dumps(answer, indent=2))
         return 0
     connections = answer["connections"]
     print(f"store: {answer['store']}   connections: {'-' if connections is None else connections}")
     rows = [(q["name"], q["depth"], q["consumers"], q["in_flight"]) for q in answer["queues"]]
-    _table(["queue", "depth", "consumers", "in-flight"], rows)
-    _table(["topic", "subscribers"], [(t["name"], t["subscribers"]) for t in answer["topics"]])
+    print_table(["queue", "depth", "consumers", "in-flight"], rows)
+    print_table(["topic", "subscribers"], [(t["name"], t["subscribers"]) for t in answer["topics"]])
     if answer["durable_subscriptions"]:
-        _table(
+        print_table(
             ["durable subscription", "depth", "active"],
             [(d["name"], d["depth"], d["active"]) for d in answer["durable_subscriptions"]],
         )
     if answer["exchanges"]:
-        _table(
+        print_table(
             ["exchange", "type", "bindings"],
             [(e["name"], e["type"], len(e["bindings"])) for e in answer["exchanges"]],
         )
@@ -182,13 +182,13 @@ def exchange(args: argparse.Namespace) -> int:
             return 2
         headers = {"command": args.action, "exchange": args.name, "queue": args.queue, "key": args.key}
     try:
-        _admin(args, headers)
+        admin_request(args, headers)
     except (ClientError, OSError) as exc:
-        return _fail(exc)
+        return fail(exc)
     return 0
 
 
-def _table(header_row: list[str], rows: list[tuple[Any, ...]]) -> None:
+def print_table(header_row: list[str], rows: list[tuple[Any, ...]]) -> None:
     cells = [header_row, *[[str(c) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header_row))]
     print()

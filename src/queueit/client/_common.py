@@ -102,6 +102,30 @@ class FrameBuilder:
             h.extend(headers.items())
         return self.simple(command, h, receipt)
 
+    def extend_lease(self, message: Message, lease_ms: int, receipt: str | None) -> bytes:
+        """SEND /queueit/lease: keep ``message`` leased for ``lease_ms`` more (a queueit extension)."""
+        if not 1 <= lease_ms <= 10 * 365 * 86_400_000:
+            raise ValueError(f"lease_ms must be a positive number of milliseconds, got {lease_ms}")
+        ack_id = message.ack or message.message_id
+        return self.send(LEASE_DESTINATION, b"", {"id": ack_id, "lease": str(lease_ms)}, None, None, receipt)
+
+
+def nack_headers(requeue: bool, delay_ms: int | None, reason: str | None) -> dict[str, str]:
+    """NACK's queueit headers: drop to the dead-letter queue, or come back after a delay."""
+    headers = {}
+    if not requeue:
+        headers["requeue"] = "false"
+    if delay_ms:
+        headers["delay"] = str(delay_ms)
+    if reason is not None:
+        if reason not in ("rejected", "invalid"):
+            raise ValueError(f"reason must be 'rejected' or 'invalid', not {reason!r}")
+        headers["reason"] = reason
+    return headers
+
+
+LEASE_DESTINATION = "/queueit/lease"
+
 
 def refused(event: ServerError) -> ServerRefused:
     return ServerRefused(event.message, event.body.decode("utf-8", "replace"), event.receipt_id)

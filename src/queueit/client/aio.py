@@ -27,7 +27,7 @@ from ..stomp import (
     State,
     StompProtocolError,
 )
-from ._common import Body, FrameBuilder, Headers, LoginSettings, refused
+from ._common import Body, FrameBuilder, Headers, LoginSettings, nack_headers, refused
 from .errors import ClientError, ConnectionClosed, ReceiveTimeout
 
 
@@ -164,11 +164,24 @@ class AsyncClient:
         await self._emit(self._frames.settle(Command.ACK, message, transaction, None, rid), rid)
 
     async def nack(
-        self, message: Message, *, transaction: str | None = None, requeue: bool = True, receipt: bool = False
+        self,
+        message: Message,
+        *,
+        transaction: str | None = None,
+        requeue: bool = True,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        receipt: bool = False,
     ) -> None:
+        """As :meth:`queueit.Client.nack`."""
         rid = self._frames.next_id("nack") if receipt else None
-        extra = None if requeue else {"requeue": "false"}
+        extra = nack_headers(requeue, delay_ms, reason)
         await self._emit(self._frames.settle(Command.NACK, message, transaction, extra, rid), rid)
+
+    async def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:
+        """As :meth:`queueit.Client.extend_lease`."""
+        rid = self._frames.next_id("lease") if receipt else None
+        await self._emit(self._frames.extend_lease(message, lease_ms, rid), rid)
 
     async def begin(self, transaction: str | None = None) -> str:
         tx = transaction or self._frames.next_id("tx")

@@ -29,7 +29,7 @@ from ..stomp import (
     ServerError,
     StompProtocolError,
 )
-from ._common import Body, FrameBuilder, Headers, LoginSettings, refused
+from ._common import Body, FrameBuilder, Headers, LoginSettings, nack_headers, refused
 from .errors import ConnectionClosed, ReceiveTimeout
 
 DEFAULT_PORT = 61613
@@ -147,9 +147,26 @@ class Client:
         self._settle(Command.ACK, message, transaction, None, receipt)
 
     def nack(
-        self, message: Message, *, transaction: str | None = None, requeue: bool = True, receipt: bool = False
+        self,
+        message: Message,
+        *,
+        transaction: str | None = None,
+        requeue: bool = True,
+        delay_ms: int | None = None,
+        reason: str | None = None,
+        receipt: bool = False,
     ) -> None:
-        self._settle(Command.NACK, message, transaction, None if requeue else {"requeue": "false"}, receipt)
+        """Give ``message`` back: to its queue (after ``delay_ms``, if given), or with
+        ``requeue=False`` to the queue's dead-letter queue (``reason``: rejected or invalid)."""
+        self._settle(Command.NACK, message, transaction, nack_headers(requeue, delay_ms, reason), receipt)
+
+    def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:
+        """Keep a client-ack ``message`` leased to this connection for ``lease_ms`` more, so a
+        long job is not delivered to another consumer meanwhile (queueit brokers only)."""
+        rid = self._frames.next_id("lease") if receipt else None
+        self._write(self._frames.extend_lease(message, lease_ms, rid))
+        if rid is not None:
+            self._wait_receipt(rid)
 
     def begin(self, transaction: str | None = None) -> str:
         tx = transaction or self._frames.next_id("tx")

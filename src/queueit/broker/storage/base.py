@@ -29,6 +29,7 @@ could not be written).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -75,8 +76,18 @@ ALWAYS = SyncPolicy()
 
 
 class QueueStore(Protocol):
-    #: Called (on the loop thread) when messages read back from disk are ready to take.
+    #: Called (on the loop thread) when messages read back from disk, or delayed messages
+    #: that are due, are ready to take.
     on_ready: Callable[[], None] | None
+    #: Called with expired messages found on disk by ``expire``; they count as taken.
+    on_expired: Callable[[list[Message]], None] | None
+    dropped: bool
+
+    @property
+    def scheduled(self) -> int:
+        """Delayed messages held for this queue."""
+        ...
+
     @property
     def policy(self) -> SyncPolicy | None:
         """When writes reach the disk; None for a store that never writes."""
@@ -103,6 +114,24 @@ class QueueStore(Protocol):
     def settle(self, message: Message) -> None: ...
 
     def requeue(self, messages: Sequence[Message]) -> None: ...
+
+    def schedule(self, message: Message) -> None:
+        """Hold ``message`` (new, or taken) until ``message.due``; ``MessageStore.tick`` fires it."""
+        ...
+
+    def make_ready(self, message: Message) -> None:
+        """A delayed message is due (called by the store's schedule)."""
+        ...
+
+    def expire(self, now_ms: int) -> list[Message]:
+        """Remove and return ready messages whose ``expires`` has come (they count as
+        taken: settle them); more may follow through ``on_expired``."""
+        ...
+
+    def peek(self, limit: int, reply: Callable[[list[Message]], None]) -> None:
+        """Call back with up to ``limit`` ready messages in delivery order, leaving them
+        where they are (perhaps later: those on disk are read first)."""
+        ...
 
     def purge(self) -> int:
         """Drop every ready message; return how many."""
@@ -132,6 +161,14 @@ class MessageStore(Protocol):
 
     def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
         """Call back once the first ``ticket`` writes are durable (see the module doc)."""
+        ...
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """The writes made inside reach the disk together or not at all."""
+        ...
+
+    def tick(self, now_ms: int) -> None:
+        """Fire the delayed messages due by ``now_ms``."""
         ...
 
     def stats(self) -> dict[str, Any]:

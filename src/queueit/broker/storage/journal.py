@@ -79,7 +79,11 @@ REQUEUE = 2  # (REQUEUE, seq, rank, deliveries)
 PURGE = 3  # (PURGE, queue_id, keep_seqs)   ready messages of the queue, except keep_seqs
 DROP = 4  # (DROP, queue_id)
 ADD_QUEUE = 5  # (ADD_QUEUE, queue_id, name)
-LOAD = 6  # (LOAD, reply, queue_id, after_key | None, limit, exclude_seqs)
+LOAD = 6  # (LOAD, reply, queue_id, after_key | None, limit, exclude_seqs, expired_by)
+RESCHEDULE = 7  # (RESCHEDULE, seq, due, deliveries)   a stored message waits again
+READY = 8  # (READY, seq, rank)                          a delayed message is due
+LOAD_DUE = 9  # (LOAD_DUE, reply, after_key | None, limit)  delayed messages, by (due, seq)
+GROUP = 10  # (GROUP, ops)   applied in the same transaction, whatever the batching
 
 Row = tuple[Any, ...]
 
@@ -91,13 +95,27 @@ CREATE TABLE messages(
     deliveries INTEGER NOT NULL, persistent INTEGER NOT NULL, size INTEGER NOT NULL,
     id TEXT NOT NULL, destination TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL);
 CREATE INDEX messages_ready ON messages(queue, pkey, rank) WHERE due = 0;
-CREATE INDEX messages_due ON messages(due) WHERE due > 0;
+CREATE INDEX messages_due ON messages(due, seq) WHERE due > 0;
+CREATE INDEX messages_expiry ON messages(queue, expires) WHERE expires > 0;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _INSERT_SQL = "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
-_LOAD_COLUMNS = "seq, pkey, rank, expires, deliveries, persistent, id, destination, headers, body"
+_LOAD_COLUMNS = "seq, pkey, rank, expires, deliveries, persistent, id, destination, headers, body, due, queue"
 #: Columns of a loaded row, by index (see _LOAD_COLUMNS).
-L_SEQ, L_PKEY, L_RANK, L_EXPIRES, L_DELIVERIES, L_PERSISTENT, L_ID, L_DEST, L_HEADERS, L_BODY = range(10)
+(
+    L_SEQ,
+    L_PKEY,
+    L_RANK,
+    L_EXPIRES,
+    L_DELIVERIES,
+    L_PERSISTENT,
+    L_ID,
+    L_DEST,
+    L_HEADERS,
+    L_BODY,
+    L_DUE,
+    L_QUEUE,
+) = range(12)
 
 #: Hand free pages back to the file system when more than this share of the file is free.
 VACUUM_FREE_SHARE = 0.25
@@ -348,6 +366,8 @@ class Journal:
     def _apply(self, batch: list[tuple[Any, ...]]) -> list[tuple[Callable[[list[Row]], None], list[Row]]]:
         """Apply ``batch`` in order, in one transaction; return the LOAD answers."""
         db = self._db
+        if any(op[0] == GROUP for op in batch):
+            batch = [inner for op in batch for inner in (op[1] if op[0] == GROUP else (op,))]
         # A message published and acked within one batch never touches the disk.
         deleted = {op[1] for op in batch if op[0] == DELETE}
         cancelled = (
@@ -384,7 +404,15 @@ class Journal:
                 elif code == ADD_QUEUE:
                     db.execute("INSERT OR REPLACE INTO queues VALUES (?, ?)", (op[1], op[2]))
                 elif code == LOAD:
-                    replies.append((op[1], self._load(op[2], op[3], op[4], op[5])))
+                    replies.append((op[1], self._load(op[2], op[3], op[4], op[5], op[6])))
+                elif code == RESCHEDULE:
+                    db.execute(
+                        "UPDATE messages SET due = ?, deliveries = ? WHERE seq = ?", (op[2], op[3], op[1])
+                    )
+                elif code == READY:
+                    db.execute("UPDATE messages SET due = 0, rank = ? WHERE seq = ?", (op[2], op[1]))
+                elif code == LOAD_DUE:
+                    replies.append((op[1], self._load_due(op[2], op[3])))
                 else:  # pragma: no cover - a programming error
                     raise AssertionError(f"unknown journal operation {code}")
             i = j
@@ -404,11 +432,20 @@ class Journal:
         self._db.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in seqs if s not in keep])
 
     def _load(
-        self, queue_id: int, after: tuple[int, int] | None, limit: int, exclude: frozenset[int]
+        self,
+        queue_id: int,
+        after: tuple[int, int] | None,
+        limit: int,
+        exclude: frozenset[int],
+        expired_by: int,
     ) -> list[Row]:
-        """The next ``limit`` ready messages of a queue after ``after`` (pkey, rank), in order."""
+        """The next ``limit`` ready messages of a queue after ``after`` (pkey, rank), in order;
+        only those expired by ``expired_by`` (epoch ms) unless it is 0."""
         sql = f"SELECT {_LOAD_COLUMNS} FROM messages WHERE queue = ? AND due = 0"
         params: tuple[Any, ...] = (queue_id,)
+        if expired_by:
+            sql += " AND expires > 0 AND expires <= ?"
+            params += (expired_by,)
         if after is not None:
             sql += " AND (pkey, rank) > (?, ?)"
             params += after
@@ -417,6 +454,17 @@ class Journal:
         if exclude:
             rows = [r for r in rows if r[L_SEQ] not in exclude]
         return rows[:limit]
+
+    def _load_due(self, after: tuple[int, int] | None, limit: int) -> list[Row]:
+        """The first ``limit`` delayed messages after ``after`` (due, seq), soonest first."""
+        if after is None:
+            sql = f"SELECT {_LOAD_COLUMNS} FROM messages WHERE due > 0 ORDER BY due, seq LIMIT ?"
+            return self._db.execute(sql, (limit,)).fetchall()
+        sql = (
+            f"SELECT {_LOAD_COLUMNS} FROM messages WHERE due > 0 AND (due, seq) > (?, ?) "
+            "ORDER BY due, seq LIMIT ?"
+        )
+        return self._db.execute(sql, (*after, limit)).fetchall()
 
     def _housekeeping(self) -> None:
         """Give free pages back to the file system, a step at a time, when many are free."""

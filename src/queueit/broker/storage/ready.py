@@ -16,13 +16,14 @@ PRIORITIES = 10  # 0..9, higher first
 
 
 class ReadyIndex:
-    __slots__ = ("_by_priority", "_count", "_top", "bytes")
+    __slots__ = ("_by_priority", "_count", "_top", "bytes", "expiring")
 
     def __init__(self) -> None:
         self._by_priority: list[deque[Message]] = [deque() for _ in range(PRIORITIES)]
         self._top = -1  # highest priority that may be non-empty; -1 when empty
         self._count = 0
         self.bytes = 0
+        self.expiring = 0  # messages with an ``expires`` time: a sweep is worth it
 
     def __len__(self) -> int:
         return self._count
@@ -39,6 +40,8 @@ class ReadyIndex:
             self._top = p
         self._count += 1
         self.bytes += len(message.body)
+        if message.expires:
+            self.expiring += 1
 
     def push_front(self, messages: Sequence[Message]) -> None:
         """Put ``messages`` at the head of their priorities, keeping their given order."""
@@ -49,6 +52,8 @@ class ReadyIndex:
                 self._top = p
             self._count += 1
             self.bytes += len(message.body)
+            if message.expires:
+                self.expiring += 1
 
     def popleft(self) -> Message | None:
         if not self._count:
@@ -61,6 +66,8 @@ class ReadyIndex:
         message = by_priority[top].popleft()
         self._count -= 1
         self.bytes -= len(message.body)
+        if message.expires:
+            self.expiring -= 1
         return message
 
     def pop_last(self) -> Message | None:
@@ -72,6 +79,8 @@ class ReadyIndex:
                 message = d.pop()
                 self._count -= 1
                 self.bytes -= len(message.body)
+                if message.expires:
+                    self.expiring -= 1
                 return message
         raise AssertionError("count and deques disagree")  # pragma: no cover
 
@@ -81,17 +90,19 @@ class ReadyIndex:
                 return d[-1]
         return None
 
-    def remove_if(self, doomed: set[int]) -> list[Message]:
-        """Remove the messages whose ``seq`` is in ``doomed``; return them."""
+    def remove_expired(self, now_ms: int) -> list[Message]:
+        """Remove and return the messages whose ``expires`` time has come, wherever they are."""
+        if not self.expiring:
+            return []
         removed: list[Message] = []
         for p, d in enumerate(self._by_priority):
-            if d and any(m.seq in doomed for m in d):
-                kept = deque(m for m in d if m.seq not in doomed)
-                removed.extend(m for m in d if m.seq in doomed)
-                self._by_priority[p] = kept
+            if d and any(0 < m.expires <= now_ms for m in d):
+                removed.extend(m for m in d if 0 < m.expires <= now_ms)
+                self._by_priority[p] = deque(m for m in d if not 0 < m.expires <= now_ms)
         for message in removed:
             self._count -= 1
             self.bytes -= len(message.body)
+            self.expiring -= 1
         return removed
 
     def clear(self) -> list[Message]:
@@ -101,4 +112,5 @@ class ReadyIndex:
         self._top = -1
         self._count = 0
         self.bytes = 0
+        self.expiring = 0
         return removed

@@ -1,0 +1,129 @@
+"""Dead-letter queue tooling behind ``queueit dlq list|show|redrive|purge QUEUE``.
+
+A dead-lettered message carries ``x-dead-letter-reason`` (rejected, invalid, expired,
+max-deliveries, overflow), ``x-dead-letter-queue`` (where it was), ``-destination`` (what
+its producer addressed), ``-deliveries`` and ``-time`` (epoch ms). Redrive moves it back
+to that queue without those headers, with a fresh delivery count, one journal
+transaction per message (never lost, never doubled).
+
+Listing reads messages without taking them; redrive takes them, so it waits for messages
+read back from disk, and answers when done (or at ``limit``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .errors import InvalidDestination
+from .messages import Message
+
+if TYPE_CHECKING:
+    from .core import BrokerCore
+    from .queues import Queue
+
+DEAD_LETTER_HEADER_PREFIX = "x-dead-letter-"
+#: Messages one list, show or redrive request handles at most.
+MAX_BATCH = 10_000
+
+Respond = Callable[[dict[str, Any]], None]
+
+
+def dead_letter_queue_of(core: BrokerCore, name: str) -> str:
+    """The dead-letter queue's name for queue ``name``.
+
+    Raises:
+        InvalidDestination: the queue has no dead-letter queue.
+    """
+    target = core.queue_settings.for_queue(name).dead_letter_queue(name)
+    if target is None:
+        raise InvalidDestination(
+            f"Queue {name!r} has no dead-letter queue (its dead_letter setting is empty)."
+        )
+    return target
+
+
+def summary(message: Message) -> dict[str, Any]:
+    h = dict(message.headers)
+    return {
+        "id": message.id,
+        "reason": h.get("x-dead-letter-reason"),
+        "queue": h.get("x-dead-letter-queue"),
+        "destination": h.get("x-dead-letter-destination", message.destination),
+        "deliveries": int(h.get("x-dead-letter-deliveries", "0") or 0),
+        "time": int(h.get("x-dead-letter-time", "0") or 0),
+        "size": len(message.body),
+    }
+
+
+def detail(message: Message) -> dict[str, Any]:
+    try:
+        body: dict[str, str] = {"text": message.body.decode("utf-8")}
+    except UnicodeDecodeError:
+        body = {"base64": base64.b64encode(message.body).decode("ascii")}
+    return {**summary(message), "headers": [list(pair) for pair in message.headers], "body": body}
+
+
+def list_messages(dlq: Queue | None, limit: int, respond: Respond) -> None:
+    if dlq is None:
+        respond({"depth": 0, "messages": []})
+        return
+    dlq.store.peek(limit, lambda ms: respond({"depth": len(dlq), "messages": [summary(m) for m in ms]}))
+
+
+def show_message(dlq: Queue | None, message_id: str, respond: Respond) -> None:
+    def found(messages: list[Message]) -> None:
+        for m in messages:
+            if m.id == message_id:
+                respond({"message": detail(m)})
+                return
+        respond(
+            {"ok": False, "error": f"No message {message_id!r} among the first {MAX_BATCH} dead letters."}
+        )
+
+    if dlq is None:
+        found([])
+    else:
+        dlq.store.peek(MAX_BATCH, found)
+
+
+def redrive(core: BrokerCore, dlq: Queue, only_id: str | None, limit: int, respond: Respond) -> None:
+    """Move dead letters back to the queues they came from, oldest first."""
+    moved = 0
+    passed: list[Message] = []  # taken while looking for ``only_id``: put back at the end
+    store = dlq.store
+    dispatch = store.on_ready
+
+    def finish(error: str | None = None) -> None:
+        store.on_ready = dispatch
+        if passed:
+            store.requeue(passed)
+        now = core.now_ms()
+        dlq.dispatch(now)
+        if error is not None:
+            respond({"ok": False, "error": error, "moved": moved})
+        else:
+            respond({"moved": moved, "left": len(dlq)})
+
+    def step() -> None:
+        nonlocal moved
+        while moved < limit and len(passed) < MAX_BATCH:
+            message = store.take()
+            if message is None:
+                if len(store):  # the next ones are being read back from disk
+                    store.on_ready = step
+                    return
+                break
+            if (only_id is not None and message.id != only_id) or not core.redrive(dlq, message):
+                passed.append(message)  # not the one asked for, or no queue to go back to
+                continue
+            moved += 1
+            if only_id is not None:
+                break
+        if only_id is not None and not moved:
+            finish(f"No message {only_id!r} among the first {MAX_BATCH} dead letters.")
+        else:
+            finish()
+
+    step()
