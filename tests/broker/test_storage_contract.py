@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -339,3 +340,40 @@ def test_receipt_waiters_run_once_the_journal_has_the_writes(durable: Harness) -
     assert called == [True]
     store.when_done(ticket, called.append)  # already done: at once
     assert called == [True, True]
+
+
+def test_disk_space_of_acked_messages_is_given_back_while_an_old_message_stays(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("q")
+        for i in range(30_000):
+            q.put(msg(i, size=1024))
+        store.flush()
+        db = tmp_path / "queueit.db"
+        full = db.stat().st_size + (tmp_path / "queueit.db-wal").stat().st_size
+        assert full > 30_000 * 1024
+        oldest = q.take()  # delivered and never acked: it must not pin the file's size
+        assert oldest is not None
+        while (m := q.take()) is not None or len(q):
+            if m is None:
+                store.flush()
+                continue
+            q.settle(m)
+        store.flush()
+        deadline = time.monotonic() + 20
+        while db.stat().st_size > full // 4 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert db.stat().st_size <= full // 4, f"{db.stat().st_size} bytes left of {full}"
+        q.requeue([oldest])
+        assert ids([durable_take(store, q)]) == ["m-0"]
+    finally:
+        store.close()
+
+
+def durable_take(store: DurableStore, q: QueueStore) -> Message:
+    m = q.take()
+    if m is None:
+        store.flush()
+        m = q.take()
+    assert m is not None
+    return m

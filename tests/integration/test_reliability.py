@@ -243,3 +243,32 @@ def test_memory_alarm_holds_publishers_but_consumers_drain(configured: tuple[Pat
     finally:
         stop_clean(b)
     assert any("holding publishers: memory use" in line for line in b.log), "\n".join(b.log)
+
+
+def test_a_durable_subscription_keeps_its_binding_and_messages_across_a_restart(tmp_path: Path) -> None:
+    def subscriber(b: BrokerProcess) -> Client:
+        c = Client(b.host, b.port, timeout=10, client_id="reporting")
+        c.connect()
+        c.subscribe("/topic/sales.*", id="s1", ack="client-individual", headers={"durable": "true"})
+        return c
+
+    b = start_broker(tmp_path / "data")
+    subscriber(b).disconnect()
+    with client(b) as c:
+        c.send("/topic/sales.eu", "before the restart", headers={"persistent": "true"}, receipt=True)
+    stop_clean(b)
+    b = start_broker(tmp_path / "data")
+    try:
+        with client(b) as c:  # the subscription is bound again before its client comes back
+            c.send("/topic/sales.us", "after the restart", headers={"persistent": "true"}, receipt=True)
+            c.send("/topic/other", "not for it", receipt=True)
+        s = subscriber(b)
+        got = [s.receive(timeout=5) for _ in range(2)]
+        assert [m.body for m in got] == [b"before the restart", b"after the restart"]
+        for m in got:
+            s.ack(m, receipt=True)
+        with pytest.raises(ReceiveTimeout):
+            s.receive(timeout=0.3)
+        s.disconnect()
+    finally:
+        stop_clean(b)

@@ -110,8 +110,18 @@ class BrokerCore:
         self._ids = itertools.count(1)
         self._session_ids = itertools.count(1)
         self._session_prefix = secrets.token_hex(3)
+        # Durable subscriptions kept from before, waiting for their exchange to be declared.
+        self._unbound: dict[str, list[tuple[Queue, str]]] = {}
         for name in store.stored_queues():
-            self._create_queue(name, QueueKind.NAMED)
+            queue = self._create_queue(
+                name, QueueKind.DURABLE if name.startswith("~durable/") else QueueKind.NAMED
+            )
+            attributes = queue.store.attributes
+            if queue.kind is QueueKind.DURABLE and "exchange" in attributes:
+                self._unbound.setdefault(attributes["exchange"], []).append(
+                    (queue, attributes.get("key", ""))
+                )
+        self._bind_waiting(TOPIC_EXCHANGE)
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -534,6 +544,8 @@ class BrokerCore:
                 for ex_name, old_key in list(queue.bindings):
                     self.exchanges[ex_name].unbind(queue, old_key)
                 queue.store.purge()
+                # Kept so that a restart binds it again before its client comes back.
+                queue.store.set_attributes({"exchange": exchange.name, "key": key})
         exchange.bind(queue, key)
         return queue
 
@@ -734,7 +746,12 @@ class BrokerCore:
             return existing
         exchange = Exchange(name, type)
         self.exchanges[name] = exchange
+        self._bind_waiting(name)
         return exchange
+
+    def _bind_waiting(self, exchange_name: str) -> None:
+        for queue, key in self._unbound.pop(exchange_name, []):
+            self.exchanges[exchange_name].bind(queue, key)
 
     def bind(self, exchange: str, queue: str, key: str = "") -> None:
         found = self.exchanges.get(exchange)

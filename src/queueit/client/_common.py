@@ -22,6 +22,7 @@ class LoginSettings:
     passcode: str | None
     heartbeat: tuple[int, int]
     versions: tuple[str, ...]
+    client_id: str | None = None  # names the client for durable subscriptions
 
 
 class FrameBuilder:
@@ -34,8 +35,14 @@ class FrameBuilder:
 
     def connect(self) -> bytes:
         s = self.login
+        extra = () if s.client_id is None else (("client-id", s.client_id),)
         return self.conn.connect(
-            s.vhost, login=s.login, passcode=s.passcode, heartbeat=s.heartbeat, versions=s.versions
+            s.vhost,
+            login=s.login,
+            passcode=s.passcode,
+            heartbeat=s.heartbeat,
+            versions=s.versions,
+            headers=extra,
         )
 
     def next_id(self, prefix: str) -> str:

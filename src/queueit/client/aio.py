@@ -46,13 +46,14 @@ class AsyncClient:
         limits: Limits | None = None,
         versions: Sequence[str] = SUPPORTED_VERSIONS,
         max_buffered: int = 10_000,
+        client_id: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.timeout = timeout
         self._tls = tls
         self.conn = ClientConnection(limits)
         self._frames = FrameBuilder(
-            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions))
+            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions), client_id)
         )
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None

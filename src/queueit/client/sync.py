@@ -49,13 +49,14 @@ class Client:
         tls: ssl.SSLContext | None = None,
         limits: Limits | None = None,
         versions: Sequence[str] = SUPPORTED_VERSIONS,
+        client_id: str | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.timeout = timeout
         self._tls = tls
         self.conn = ClientConnection(limits)
         self._frames = FrameBuilder(
-            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions))
+            self.conn, LoginSettings(vhost or host, login, passcode, heartbeat, tuple(versions), client_id)
         )
         self._sock: socket.socket | None = None
         self._messages: deque[Message] = deque()

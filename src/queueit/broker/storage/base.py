@@ -84,6 +84,14 @@ class QueueStore(Protocol):
     dropped: bool
 
     @property
+    def attributes(self) -> dict[str, str]:
+        """What the broker keeps about the queue across restarts (e.g. a durable
+        subscription's binding); change it with ``set_attributes``."""
+        ...
+
+    def set_attributes(self, attributes: dict[str, str]) -> None: ...
+
+    @property
     def scheduled(self) -> int:
         """Delayed messages held for this queue."""
         ...

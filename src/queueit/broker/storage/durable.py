@@ -65,6 +65,7 @@ from .journal import (
     READY,
     REQUEUE,
     RESCHEDULE,
+    SET_ATTRIBUTES,
     Journal,
     QueueCounts,
     Row,
@@ -379,6 +380,7 @@ class DurableQueueStore:
         "_store",
         "_taken",
         "_window",
+        "attributes",
         "dropped",
         "id",
         "name",
@@ -397,6 +399,7 @@ class DurableQueueStore:
         self.on_expired: Callable[[list[Message]], None] | None = None
         self.scheduled = counts.scheduled
         self.dropped = False
+        self.attributes = dict(counts.attributes)
         self._window = ReadyIndex()
         # Everything recovered starts on disk only.
         self._spilled = list(counts.ready)
@@ -419,6 +422,10 @@ class DurableQueueStore:
     @property
     def in_memory(self) -> int:
         return len(self._window)
+
+    def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.attributes = dict(attributes)
+        self._store.submit((SET_ATTRIBUTES, self.id, json.dumps(self.attributes)), self.policy)
 
     def put(self, message: Message) -> None:
         message.seq = message.rank = self._store.next_seq()

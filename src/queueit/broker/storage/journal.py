@@ -35,7 +35,8 @@ data is in the kernel's page cache.
 
 On-disk format, version 1 (``PRAGMA user_version``)::
 
-    queues(id INTEGER PRIMARY KEY, name TEXT UNIQUE)
+    queues(id INTEGER PRIMARY KEY, name TEXT UNIQUE,
+           attributes TEXT)             -- JSON object, e.g. a durable subscription's binding
     messages(seq INTEGER PRIMARY KEY,   -- unique, in arrival order
              queue INTEGER,             -- queues.id
              pkey INTEGER,              -- 9 - priority: ascending = delivery order
@@ -57,6 +58,7 @@ An acked message is a DELETE; a requeue an UPDATE of ``rank`` and ``deliveries``
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
@@ -84,17 +86,20 @@ RESCHEDULE = 7  # (RESCHEDULE, seq, due, deliveries)   a stored message waits ag
 READY = 8  # (READY, seq, rank)                          a delayed message is due
 LOAD_DUE = 9  # (LOAD_DUE, reply, after_key | None, limit)  delayed messages, by (due, seq)
 GROUP = 10  # (GROUP, ops)   applied in the same transaction, whatever the batching
+SET_ATTRIBUTES = 11  # (SET_ATTRIBUTES, queue_id, json_text)
 
 Row = tuple[Any, ...]
 
 _SCHEMA = """
-CREATE TABLE queues(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+CREATE TABLE queues(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, attributes TEXT NOT NULL);
 CREATE TABLE messages(
     seq INTEGER PRIMARY KEY, queue INTEGER NOT NULL, pkey INTEGER NOT NULL,
     rank INTEGER NOT NULL, due INTEGER NOT NULL, expires INTEGER NOT NULL,
     deliveries INTEGER NOT NULL, persistent INTEGER NOT NULL, size INTEGER NOT NULL,
     id TEXT NOT NULL, destination TEXT NOT NULL, headers TEXT NOT NULL, body BLOB NOT NULL);
-CREATE INDEX messages_ready ON messages(queue, pkey, rank) WHERE due = 0;
+CREATE INDEX messages_ready ON messages(queue, pkey, rank, size) WHERE due = 0;
+CREATE INDEX messages_transient ON messages(seq) WHERE persistent = 0;
+CREATE INDEX messages_head ON messages(rank) WHERE rank < 0;
 CREATE INDEX messages_due ON messages(due, seq) WHERE due > 0;
 CREATE INDEX messages_expiry ON messages(queue, expires) WHERE expires > 0;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -117,10 +122,13 @@ _LOAD_COLUMNS = "seq, pkey, rank, expires, deliveries, persistent, id, destinati
     L_QUEUE,
 ) = range(12)
 
-#: Hand free pages back to the file system when more than this share of the file is free.
+#: Hand free pages back to the file system when more than this share of the file is free:
+#: a big step when the journal is idle, a small one under load (it holds the write lock).
 VACUUM_FREE_SHARE = 0.25
 VACUUM_MIN_PAGES = 4096
-VACUUM_STEP_PAGES = 4096
+VACUUM_STEP_PAGES = 16384
+VACUUM_BUSY_STEP_PAGES = 1024
+HOUSEKEEPING_SECONDS = 1.0
 #: After a failed write (disk full, I/O error), retry the batch this often.
 RETRY_SECONDS = 0.5
 
@@ -138,6 +146,7 @@ class QueueCounts:
     ready: list[int] = field(default_factory=lambda: [0] * 10)  # by priority 0..9
     ready_bytes: list[int] = field(default_factory=lambda: [0] * 10)
     scheduled: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -235,8 +244,8 @@ class Journal:
         self._wal_fd = os.open(str(self.path) + "-wal", os.O_RDONLY)
         queues: dict[str, QueueCounts] = {}
         by_id: dict[int, QueueCounts] = {}
-        for qid, name in db.execute("SELECT id, name FROM queues"):
-            by_id[qid] = queues[name] = QueueCounts(qid, name)
+        for qid, name, attributes in db.execute("SELECT id, name, attributes FROM queues"):
+            by_id[qid] = queues[name] = QueueCounts(qid, name, attributes=json.loads(attributes))
         for qid, pkey, count, size in db.execute(
             "SELECT queue, pkey, count(*), sum(size) FROM messages WHERE due = 0 GROUP BY queue, pkey"
         ):
@@ -247,7 +256,9 @@ class Journal:
         for qid, count in db.execute("SELECT queue, count(*) FROM messages WHERE due > 0 GROUP BY queue"):
             if qid in by_id:
                 by_id[qid].scheduled = count
-        max_seq, min_rank = db.execute("SELECT max(seq), min(rank) FROM messages").fetchone()
+        # Each of these reads an index only (see _SCHEMA), so recovery does not read the messages.
+        max_seq = db.execute("SELECT max(seq) FROM messages").fetchone()[0]
+        min_rank = db.execute("SELECT min(rank) FROM messages WHERE rank < 0").fetchone()[0]
         # The sequence must never go back, even when the newest messages were acked.
         seq_row = db.execute("SELECT value FROM meta WHERE key='seq'").fetchone()
         max_seq = max(max_seq or 0, int(seq_row[0]) if seq_row else 0)
@@ -295,7 +306,7 @@ class Journal:
     def _run(self) -> None:
         ops = self._ops
         sync_deadline: float | None = None
-        next_housekeeping = time.monotonic() + 2.0
+        next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
         batch: list[tuple[Any, ...]] = []
         while True:
             if not batch:
@@ -340,7 +351,7 @@ class Journal:
                 self._sync()
                 sync_deadline = None
             if now >= next_housekeeping:
-                next_housekeeping = now + 2.0
+                next_housekeeping = now + HOUSEKEEPING_SECONDS
                 self._housekeeping()
             if self._stopping and not ops and not batch:
                 if sync_deadline is not None:
@@ -402,7 +413,9 @@ class Journal:
                     db.execute("DELETE FROM messages WHERE queue = ?", (op[1],))
                     db.execute("DELETE FROM queues WHERE id = ?", (op[1],))
                 elif code == ADD_QUEUE:
-                    db.execute("INSERT OR REPLACE INTO queues VALUES (?, ?)", (op[1], op[2]))
+                    db.execute("INSERT OR REPLACE INTO queues VALUES (?, ?, '{}')", (op[1], op[2]))
+                elif code == SET_ATTRIBUTES:
+                    db.execute("UPDATE queues SET attributes = ? WHERE id = ?", (op[2], op[1]))
                 elif code == LOAD:
                     replies.append((op[1], self._load(op[2], op[3], op[4], op[5], op[6])))
                 elif code == RESCHEDULE:
@@ -473,6 +486,8 @@ class Journal:
             free = db.execute("PRAGMA freelist_count").fetchone()[0]
             pages = db.execute("PRAGMA page_count").fetchone()[0]
             if free > VACUUM_MIN_PAGES and free > pages * VACUUM_FREE_SHARE:
-                db.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+                step = VACUUM_BUSY_STEP_PAGES if self._ops else VACUUM_STEP_PAGES
+                # executescript steps the pragma to the end; execute() would free one page.
+                db.executescript(f"PRAGMA incremental_vacuum({step});")
         except sqlite3.Error as exc:
             log.warning("journal: housekeeping failed (%s)", exc)

@@ -14,7 +14,16 @@ from .schedule import Schedule
 
 
 class MemoryQueueStore:
-    __slots__ = ("_ready", "_schedule", "_seq", "dropped", "on_expired", "on_ready", "scheduled")
+    __slots__ = (
+        "_ready",
+        "_schedule",
+        "_seq",
+        "attributes",
+        "dropped",
+        "on_expired",
+        "on_ready",
+        "scheduled",
+    )
     policy = None  # nothing is written
 
     def __init__(self, schedule: Schedule | None = None, seq: Iterator[int] | None = None) -> None:
@@ -25,6 +34,10 @@ class MemoryQueueStore:
         self.on_expired: Callable[[list[Message]], None] | None = None  # never called: all is in RAM
         self.scheduled = 0
         self.dropped = False
+        self.attributes: dict[str, str] = {}
+
+    def set_attributes(self, attributes: dict[str, str]) -> None:
+        self.attributes = dict(attributes)
 
     def __len__(self) -> int:
         return len(self._ready)
