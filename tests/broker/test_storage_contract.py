@@ -332,13 +332,14 @@ def test_atomic_groups_commit_together(durable: Harness) -> None:
 def test_receipt_waiters_run_once_the_journal_has_the_writes(durable: Harness) -> None:
     store = durable.store
     q = store.open_queue("q")
+    before = store.submitted
     q.put(msg(1))
-    ticket = store.submitted
     called: list[bool] = []
-    store.when_done(ticket, called.append)
+    store.when_done(before, called.append)
+    assert called == []  # the journal's answer has not been let in yet
     durable.settle_io()
     assert called == [True]
-    store.when_done(ticket, called.append)  # already done: at once
+    store.when_done(store.submitted, called.append)  # nothing new written: at once
     assert called == [True, True]
 
 

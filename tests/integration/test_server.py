@@ -287,3 +287,27 @@ def test_messages_given_back_at_disconnect_go_to_other_connections(
         other.subscribe("/queue/back", ack="client-individual", prefetch=10)
         again = sorted(other.receive(timeout=10).body for _ in range(6))
     assert again == [str(i).encode() for i in range(6)]
+
+
+def test_a_subscribe_receipt_comes_before_the_first_message(broker: BrokerProcess, raw: RawPeers) -> None:
+    """Clients (stompbench, stomp-php) wait for the receipt and may drop what comes before it."""
+    producer = raw(broker.address)
+    producer.connect()
+    producer.write(b"".join(b"SEND\ndestination:/queue/first\nreceipt:p%d\n\nm\x00" % i for i in range(3)))
+    assert [producer.read_frame().headers["receipt-id"] for _ in range(3)] == ["p0", "p1", "p2"]
+    for persistent in (False, True):
+        consumer = raw(broker.address)
+        consumer.connect()
+        dest = b"/queue/first" if not persistent else b"/queue/first-new"
+        if persistent:  # a queue the SUBSCRIBE creates (a journal write) with messages right after
+            consumer.write(
+                b"SUBSCRIBE\ndestination:" + dest + b"\nid:s\nack:client-individual\nreceipt:r\n\n\x00"
+            )
+            producer.write(b"SEND\ndestination:" + dest + b"\npersistent:true\n\nm\x00")
+        else:
+            consumer.write(
+                b"SUBSCRIBE\ndestination:" + dest + b"\nid:s\nack:client-individual\nreceipt:r\n\n\x00"
+            )
+        first = consumer.read_frame()
+        assert first.command.value == "RECEIPT", first
+        assert consumer.read_frame().command.value == "MESSAGE"

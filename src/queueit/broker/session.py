@@ -45,6 +45,7 @@ from ..stomp import (
     ServerConnection,
     State,
     StompProtocolError,
+    Subscribe,
 )
 from .auth import User
 from .errors import BrokerError
@@ -89,8 +90,9 @@ class Session(asyncio.Protocol):
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
         self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write", "disconnect"
-        self._receipts: deque[tuple[bytes, bool]] = deque()  # (RECEIPT frame, is DISCONNECT's)
-        self._receipt_ticket = 0  # journal writes the newest waiting receipt waits for
+        # (RECEIPT frame, is DISCONNECT's, deliveries wait for it)
+        self._receipts: deque[tuple[bytes, bool, bool]] = deque()
+        self._deliveries_held = False  # a SUBSCRIBE's receipt must go out first
         self._parked: ClientEvent | None = None  # a publish held by a memory or disk alarm
         self._alarm_timer: asyncio.TimerHandle | None = None
         self._blockers: set[Queue] = set()  # backed-up queues this client publishes to
@@ -153,7 +155,7 @@ class Session(asyncio.Protocol):
 
     @property
     def writable(self) -> bool:
-        if self._paused or self._closing:
+        if self._paused or self._closing or self._deliveries_held:
             return False
         if self._out_bytes >= OUTBOUND_HIGH_WATER:
             self._starved = True
@@ -217,6 +219,10 @@ class Session(asyncio.Protocol):
         assert state is not None  # the connection only yields frames after CONNECT
         store = self.core.store
         written_before = store.submitted
+        # A SUBSCRIBE's RECEIPT goes before the first MESSAGE of that subscription (as in
+        # RabbitMQ and ActiveMQ; clients wait for it before they read messages).
+        hold = event.receipt is not None and isinstance(event, Subscribe)
+        self._deliveries_held = hold
         try:
             self.core.handle(state, event)
         except BrokerError as exc:
@@ -231,17 +237,17 @@ class Session(asyncio.Protocol):
         disconnect = isinstance(event, Disconnect)
         if event.receipt is not None:
             frame = self.conn.receipt(event.receipt)
-            written = store.submitted
-            if written > written_before or self._receipts:
+            if store.submitted > written_before or self._receipts:
                 # The receipt promises the frame's effect is on disk: wait for the journal.
                 # Receipts leave in the order of their frames, so a later one waits too.
-                self._receipts.append((frame, disconnect))
-                store.when_done(max(written, self._receipt_ticket), self._receipt_ready)
-                self._receipt_ticket = max(written, self._receipt_ticket)
+                self._receipts.append((frame, disconnect, hold))
+                store.when_done(written_before, self._receipt_ready)
                 if disconnect:
                     self._hold("disconnect")
                 return not disconnect
             self._write(frame)
+            if hold:
+                self._release_deliveries()
         if disconnect:
             self._close_after_flush()
             return False
@@ -251,10 +257,17 @@ class Session(asyncio.Protocol):
         """The journal has written what the oldest waiting receipt covers."""
         if self._closing or not self._receipts:
             return
-        frame, disconnect = self._receipts.popleft()
+        frame, disconnect, held = self._receipts.popleft()
         self._write(frame)
         if disconnect:
             self._close_after_flush()
+        elif held:
+            self._release_deliveries()
+
+    def _release_deliveries(self) -> None:
+        self._deliveries_held = False
+        if self.state is not None and not self._closing:
+            self.core.resume(self.state)
 
     def _park(self, event: ClientEvent) -> None:
         """The broker is past a memory or disk watermark: hold this publish (and everything

@@ -21,9 +21,10 @@ Invariants every implementation keeps (checked by ``tests/broker/test_storage_co
   disk and not yet read back; the store calls ``on_ready`` once they are.
 
 Receipts: ``MessageStore.submitted`` counts the journal writes handed to the store so
-far; ``when_done(n, callback)`` calls back on the event-loop thread once the first ``n``
-are as durable as their queue's :class:`SyncPolicy` asks (``callback(False)`` if they
-could not be written).
+far; ``when_done(since, callback)`` calls back on the event-loop thread once the writes
+after ``since`` are as durable as their queue's :class:`SyncPolicy` asks. A write that
+fails is retried until it succeeds (publishers are held meanwhile), so the callback
+never reports a loss.
 """
 
 from __future__ import annotations
@@ -167,8 +168,9 @@ class MessageStore(Protocol):
         """Queues kept from before this start (empty for memory)."""
         ...
 
-    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
-        """Call back once the first ``ticket`` writes are durable (see the module doc)."""
+    def when_done(self, since: int, callback: Callable[[bool], None]) -> None:
+        """Call back once the writes submitted after ``since`` (a value of ``submitted``)
+        are durable (see the module doc); callbacks run in the order asked."""
         ...
 
     def atomic(self) -> AbstractContextManager[None]:

@@ -125,9 +125,12 @@ class DurableStore:
         self._submitted = 0
         self._group: list[tuple[object, ...]] | None = None
         self._group_sync = False
-        self.done = 0
+        self._last_always = 0  # the last submitted write of a queue with fsync "always"
+        self.done = 0  # operations committed
+        self.synced = 0  # operations committed and fsynced
         self.error: str | None = None
-        self._waiters: deque[tuple[int, Callable[[bool], None]]] = deque()
+        # (ticket, needs fsync, callback), in the order receipts were asked for
+        self._waiters: deque[tuple[int, bool, Callable[[bool], None]]] = deque()
         # Delayed messages: the soonest in RAM, the rest on disk only (see the module doc).
         self._schedule = Schedule()
         self._schedule_window = schedule_window
@@ -173,11 +176,21 @@ class DurableStore:
     def stored_queues(self) -> list[str]:
         return list(self._counts)
 
-    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
-        if ticket <= self.done:
+    def when_done(self, since: int, callback: Callable[[bool], None]) -> None:
+        """Call back once the writes submitted after ``since`` are as durable as their
+        queues' policies ask: committed, and fsynced if one of them is an ``always`` queue.
+
+        Writes need no fsync of their own (an ACK without a receipt promises nothing and
+        rides on the next one): this asks for it. Callbacks run in the order asked.
+        """
+        ticket = self._submitted
+        durable = self._last_always > since
+        if durable:
+            self.journal.request_sync(ticket)
+        if not self._waiters and ticket <= (self.synced if durable else self.done):
             callback(True)
         else:
-            self._waiters.append((ticket, callback))
+            self._waiters.append((ticket, durable, callback))
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
@@ -193,7 +206,7 @@ class DurableStore:
             if ops:
                 self._submitted += 1
                 if self._group_sync:
-                    self.journal.sync_through = self._submitted
+                    self._last_always = self._submitted
                 self.journal.submit((GROUP, ops))
 
     def tick(self, now_ms: int) -> None:
@@ -237,7 +250,7 @@ class DurableStore:
             return
         self._submitted += 1
         if policy.mode == "always":
-            self.journal.sync_through = self._submitted  # before the append: see Journal._run
+            self._last_always = self._submitted
         self.journal.submit(op)
 
     def next_seq(self) -> int:
@@ -309,28 +322,33 @@ class DurableStore:
 
     # -- answers from the journal thread -----------------------------------------------------
 
-    def _from_journal(self, done: int, replies: list[tuple[Reply, list[Row]]], error: str | None) -> None:
+    def _from_journal(
+        self, done: int, synced: int, replies: list[tuple[Reply, list[Row]]], error: str | None
+    ) -> None:
         """Writer thread: hand one batch's outcome to the loop thread."""
 
         def apply() -> None:
-            self._completed(done, replies, error)
+            self._completed(done, synced, replies, error)
 
         if self._post_to_loop is not None:
             self._post_to_loop(apply)
         else:
             self._inbox.append(apply)
 
-    def _completed(self, done: int, replies: list[tuple[Reply, list[Row]]], error: str | None) -> None:
+    def _completed(
+        self, done: int, synced: int, replies: list[tuple[Reply, list[Row]]], error: str | None
+    ) -> None:
         if error is not None:
             self.error = error
             return
         self.error = None
         self.done = done
+        self.synced = synced
         for reply, rows in replies:
             reply(rows)
         waiters = self._waiters
-        while waiters and waiters[0][0] <= done:
-            waiters.popleft()[1](True)
+        while waiters and waiters[0][0] <= (synced if waiters[0][1] else done):
+            waiters.popleft()[2](True)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every submitted operation is done, then run the answers (no loop)."""

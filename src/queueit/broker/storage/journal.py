@@ -89,6 +89,8 @@ GROUP = 10  # (GROUP, ops)   applied in the same transaction, whatever the batch
 SET_ATTRIBUTES = 11  # (SET_ATTRIBUTES, queue_id, json_text)
 
 Row = tuple[Any, ...]
+Replies = list[tuple[Callable[[list[Row]], None], list[Row]]]
+Post = Callable[[int, int, Replies, str | None], None]
 
 _SCHEMA = """
 CREATE TABLE queues(id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, attributes TEXT NOT NULL);
@@ -177,14 +179,15 @@ class Journal:
     def __init__(
         self,
         path: Path,
-        post: Callable[[int, list[tuple[Callable[[list[Row]], None], list[Row]]], str | None], None],
+        post: Post,
     ) -> None:
         """Open (or create) the database at ``path`` and recover; do not start writing yet.
 
-        ``post(done, replies, error)`` is called from the writer thread after each batch:
-        ``done`` operations are durable, ``replies`` are the answers of LOAD operations,
-        ``error`` is the reason writes are failing (or None). It must hand them to the
-        event-loop thread (``loop.call_soon_threadsafe``) and return at once.
+        ``post(committed, synced, replies, error)`` is called from the writer thread after
+        each batch: the first ``committed`` operations are in the journal (safe from a crash
+        of the process), the first ``synced`` also fsynced; ``replies`` are the answers of
+        LOAD operations; ``error`` is why writes are failing (or None). It must hand them to
+        the event-loop thread (``loop.call_soon_threadsafe``) and return at once.
 
         Raises:
             JournalError: the file is not a queueit journal, or is of a newer format.
@@ -197,8 +200,12 @@ class Journal:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.stats = JournalStats()
-        #: Submitted-operation number of the last write of an ``always`` queue.
+        #: fsync everything up to this submitted-operation number (set by the loop thread).
         self.sync_through = 0
+        #: Operations committed and fsynced (set by the writer thread).
+        self.synced = 0
+        self._reported = 0
+        self._reported_sync = 0
         #: Shortest ``interval:<ms>`` of any open queue, in seconds (None: no such queue).
         self.sync_interval: float | None = None
         self._processed = 0
@@ -277,6 +284,15 @@ class Journal:
     def submit(self, op: tuple[Any, ...]) -> None:
         """Queue one operation (event-loop thread). Never blocks."""
         self._ops.append(op)
+        self._kick()
+
+    def request_sync(self, through: int) -> None:
+        """fsync once the first ``through`` operations are committed (event-loop thread)."""
+        if through > self.sync_through:
+            self.sync_through = through
+            self._kick()
+
+    def _kick(self) -> None:
         if self._idle:
             self._idle = False
             self._wake.set()
@@ -305,14 +321,14 @@ class Journal:
 
     def _run(self) -> None:
         ops = self._ops
-        sync_deadline: float | None = None
+        sync_deadline: float | None = None  # an interval queue's fsync is due then
         next_housekeeping = time.monotonic() + HOUSEKEEPING_SECONDS
         batch: list[tuple[Any, ...]] = []
         while True:
             if not batch:
                 self._wake.clear()
                 self._idle = True
-                if not ops and not self._stopping:
+                if not ops and not self._stopping and self.sync_through <= self.synced:
                     now = time.monotonic()
                     timeout = next_housekeeping - now
                     if sync_deadline is not None:
@@ -320,8 +336,8 @@ class Journal:
                     self._wake.wait(max(timeout, 0.0))
                 self._idle = False
                 batch = [ops.popleft() for _ in range(len(ops))]
+            replies: list[tuple[Callable[[list[Row]], None], list[Row]]] = []
             if batch:
-                first = self._processed
                 try:
                     replies = self._apply(batch)
                 except sqlite3.Error as exc:
@@ -340,21 +356,24 @@ class Journal:
                     log.warning("journal: writes work again")
                     self.stats.last_error = None
                 batch = []
-                if self.sync_through > first:
-                    self._sync()
-                    sync_deadline = None
-                elif self.sync_interval is not None and sync_deadline is None:
+                if self.sync_interval is not None and sync_deadline is None:
                     sync_deadline = time.monotonic() + self.sync_interval
-                self._post(self._processed, replies, None)
             now = time.monotonic()
-            if sync_deadline is not None and now >= sync_deadline:
-                self._sync()
+            # A receipt waits for this fsync (see DurableStore.when_done); it covers what is
+            # committed now, and the loop comes back for writes asked for but not yet taken.
+            if self.sync_through > self.synced or (sync_deadline is not None and now >= sync_deadline):
+                if self.synced < self._processed:
+                    self._sync()
+                self.synced = self._processed
                 sync_deadline = None
+            if replies or self._reported < self._processed or self._reported_sync < self.synced:
+                self._reported, self._reported_sync = self._processed, self.synced
+                self._post(self._processed, self.synced, replies, None)
             if now >= next_housekeeping:
                 next_housekeeping = now + HOUSEKEEPING_SECONDS
                 self._housekeeping()
             if self._stopping and not ops and not batch:
-                if sync_deadline is not None:
+                if self.synced < self._processed:
                     self._sync()
                 return
 
@@ -366,7 +385,7 @@ class Journal:
         if self.stats.last_error != reason:
             log.error("journal: %s; retrying every %.1f s", reason, RETRY_SECONDS)
         self.stats.last_error = reason
-        self._post(self._processed, [], reason)
+        self._post(self._processed, self.synced, [], reason)
 
     def _sync(self) -> None:
         started = time.monotonic()

@@ -114,7 +114,7 @@ class MemoryStore:
             if owner.on_ready is not None:
                 owner.on_ready()
 
-    def when_done(self, ticket: int, callback: Callable[[bool], None]) -> None:
+    def when_done(self, since: int, callback: Callable[[bool], None]) -> None:
         callback(True)
 
     def stats(self) -> dict[str, Any]:
