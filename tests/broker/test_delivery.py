@@ -1677,3 +1677,15 @@ def test_durable_dead_letters_in_flight_when_another_arrives_survive_a_restart(t
         assert sorted(dlq_out.bodies()) == [b"one", b"two"]
     finally:
         store.close()
+
+
+def test_the_lease_heap_stays_bounded_when_every_message_is_acked() -> None:
+    """Acked leases must not pile up (with their messages) until their 30-minute deadline."""
+    core, _ = make()
+    producer, _ = connect(core)
+    consumer, out = connect(core)
+    core.handle(consumer, subscribe("/queue/q", "s", CI))
+    for i in range(50_000):
+        core.handle(producer, send("/queue/q", b"%d" % i))
+        core.handle(consumer, ack(only(out).id))
+    assert len(core.leases) <= 20_000

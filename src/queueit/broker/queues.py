@@ -69,14 +69,18 @@ class Leases:
     """Lease deadlines of client-ack deliveries, soonest first; one per core.
 
     An entry is stale (and skipped) once its message is settled, given back, or its
-    lease extended: the message's ``lease_until`` then no longer matches.
+    lease extended: the message's ``lease_until`` then no longer matches. Acks do not
+    touch the heap (that would cost a search each); instead, when stale entries outnumber
+    live ones the heap is rebuilt from the live ones, so it stays within twice the
+    messages in flight (plus a constant), whatever the lease length.
     """
 
-    __slots__ = ("_heap", "_tie")
+    __slots__ = ("_heap", "_limit", "_tie")
 
     def __init__(self) -> None:
         self._heap: list[tuple[int, int, Subscription, Message]] = []
         self._tie = itertools.count()
+        self._limit = COMPACT_MIN
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -84,15 +88,27 @@ class Leases:
     def add(self, sub: Subscription, message: Message, until: int) -> None:
         message.lease_until = until
         heapq.heappush(self._heap, (until, next(self._tie), sub, message))
+        if len(self._heap) > self._limit:
+            self._heap = [e for e in self._heap if _live(e)]
+            heapq.heapify(self._heap)
+            self._limit = 2 * len(self._heap) + COMPACT_MIN
 
     def expired(self, now_ms: int) -> list[tuple[Subscription, Message]]:
         heap = self._heap
         out = []
         while heap and heap[0][0] <= now_ms:
-            until, _, sub, message = heapq.heappop(heap)
-            if message.lease_until == until and sub.unacked.get(message.id) is message:
-                out.append((sub, message))
+            entry = heapq.heappop(heap)
+            if _live(entry):
+                out.append((entry[2], entry[3]))
         return out
+
+
+COMPACT_MIN = 10_000
+
+
+def _live(entry: tuple[int, int, Subscription, Message]) -> bool:
+    until, _, sub, message = entry
+    return message.lease_until == until and sub.unacked.get(message.id) is message
 
 
 class Subscription:

@@ -187,6 +187,8 @@ class DurableStore:
         durable = self._last_always > since
         if durable:
             self.journal.request_sync(ticket)
+        else:
+            self.journal.request_commit(ticket)
         if not self._waiters and ticket <= (self.synced if durable else self.done):
             callback(True)
         else:
@@ -353,6 +355,7 @@ class DurableStore:
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every submitted operation is done, then run the answers (no loop)."""
         deadline = time.monotonic() + timeout
+        self.journal.request_commit(self._submitted)
         while True:
             self._run_inbox()
             if self.done >= self._submitted:

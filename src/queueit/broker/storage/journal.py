@@ -131,6 +131,8 @@ VACUUM_MIN_PAGES = 4096
 VACUUM_STEP_PAGES = 16384
 VACUUM_BUSY_STEP_PAGES = 1024
 HOUSEKEEPING_SECONDS = 1.0
+#: How long a batch nobody waits for may wait for more writes to join it.
+LAZY_SECONDS = 0.002
 #: After a failed write (disk full, I/O error), retry the batch this often.
 RETRY_SECONDS = 0.5
 
@@ -204,6 +206,8 @@ class Journal:
         self.sync_through = 0
         #: Operations committed and fsynced (set by the writer thread).
         self.synced = 0
+        #: Commit up to this operation at once (a receipt waits); later ones may wait a little.
+        self.urgent_through = 0
         self._reported = 0
         self._reported_sync = 0
         #: Shortest ``interval:<ms>`` of any open queue, in seconds (None: no such queue).
@@ -290,7 +294,20 @@ class Journal:
         """fsync once the first ``through`` operations are committed (event-loop thread)."""
         if through > self.sync_through:
             self.sync_through = through
+        self.request_commit(through)
+
+    def request_commit(self, through: int) -> None:
+        """Commit the first ``through`` operations without delay: someone waits for them."""
+        if through > self.urgent_through:
+            self.urgent_through = through
             self._kick()
+
+    def _urgent(self, batch: list[tuple[Any, ...]]) -> bool:
+        return (
+            self._stopping
+            or self.urgent_through > self._processed
+            or any(op[0] == LOAD or op[0] == LOAD_DUE for op in batch)
+        )
 
     def _kick(self) -> None:
         if self._idle:
@@ -336,6 +353,16 @@ class Journal:
                     self._wake.wait(max(timeout, 0.0))
                 self._idle = False
                 batch = [ops.popleft() for _ in range(len(ops))]
+                if batch and not self._urgent(batch):
+                    # Nobody waits for this batch (acks without receipts, say): let more
+                    # writes join it. A message whose publish and ack meet in one batch
+                    # never touches the disk, and one commit serves them all.
+                    self._wake.clear()
+                    self._idle = True
+                    if not self._stopping and self.urgent_through <= self._processed + len(batch):
+                        self._wake.wait(LAZY_SECONDS)
+                    self._idle = False
+                    batch += [ops.popleft() for _ in range(len(ops))]
             replies: list[tuple[Callable[[list[Row]], None], list[Row]]] = []
             if batch:
                 try:
