@@ -16,6 +16,8 @@ Usage::
 
     brokers.py start NAME [--port N]   # prints the broker's pid once it answers a STOMP CONNECT
     brokers.py stop NAME
+    brokers.py restart NAME            # graceful stop, start again with its data (queueit: same
+                                       # --data-dir); prints pid, stop and start seconds
     brokers.py pid NAME                # exit status 1 if it is not running
     brokers.py stop-all
 """
@@ -73,6 +75,13 @@ class Running:
     port: int
     pid: int
     log: str | None = None  # queueit only: where its stdout/stderr go
+    # Seconds from launching the broker (queueit's process, or the incumbent's init script) until
+    # it answered a STOMP CONNECT (polled every 50 ms).
+    connect_s: float | None = None
+    # queueit only: seconds from launching the process until its stderr said READY_MARKER
+    # (polled every 10 ms), and the directory holding data/ and the logs.
+    ready_line_s: float | None = None
+    base: str | None = None
 
 
 # Popen handles of the queueit processes started by this process, so they can be reaped.
@@ -167,14 +176,27 @@ def stomp_ping(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def _wait_stomp(name: str, host: str, port: int, timeout: float, pid_alive: int | None = None) -> None:
+def _wait_stomp(
+    name: str,
+    host: str,
+    port: int,
+    timeout: float,
+    pid_alive: int | None = None,
+    poll: float = 0.5,
+    launcher: subprocess.Popen[str] | None = None,
+) -> None:
+    """Wait until ``host:port`` answers a STOMP CONNECT. ``launcher``: an init script still running;
+    if it fails before the broker answers, its output is in the error."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if stomp_ping(host, port):
             return
         if pid_alive is not None and not _alive(pid_alive):
             raise BrokerError(f"{name} exited before answering STOMP on {host}:{port}")
-        time.sleep(0.5)
+        if launcher is not None and launcher.poll() not in (None, 0):
+            out, _ = launcher.communicate()
+            raise BrokerError(f"{launcher.args!r} failed (exit {launcher.returncode}): {out.strip()[-800:]}")
+        time.sleep(poll)
     raise BrokerError(f"{name} did not answer a STOMP CONNECT on {host}:{port} within {timeout:.0f} s")
 
 
@@ -227,6 +249,28 @@ def _init_script(script: Path, action: str, timeout: float) -> None:
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).strip()
         raise BrokerError(f"{script} {action} failed (exit {proc.returncode}): {out[-800:]}")
+
+
+def _init_script_async(script: Path, action: str) -> subprocess.Popen[str]:
+    """Launch ``script action`` without waiting (see :func:`_finish_init_script`)."""
+    return subprocess.Popen(
+        [str(script), action],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def _finish_init_script(proc: subprocess.Popen[str], timeout: float) -> None:
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired as exc:
+        proc.kill()
+        proc.communicate()
+        raise BrokerError(f"{proc.args!r} took more than {timeout:.0f} s") from exc
+    if proc.returncode != 0:
+        raise BrokerError(f"{proc.args!r} failed (exit {proc.returncode}): {out.strip()[-800:]}")
 
 
 # --------------------------------------------------------------------------------------------- queries
@@ -318,9 +362,18 @@ def running() -> list[str]:
 
 
 def start(
-    name: str, port: int = DEFAULT_PORT, repo: Path = REPO, timeout: float = START_TIMEOUT_S
+    name: str,
+    port: int = DEFAULT_PORT,
+    repo: Path = REPO,
+    timeout: float = START_TIMEOUT_S,
+    queueit_base: Path | None = None,
 ) -> Running:
-    """Start ``name`` fresh and return once it answers a STOMP CONNECT."""
+    """Start ``name`` and return once it answers a STOMP CONNECT.
+
+    queueit starts on a fresh, empty data directory unless ``queueit_base`` (the ``base`` of an
+    earlier :class:`Running`, whose ``data/`` is reused). The incumbents keep their data anyway.
+    The init script runs while the STOMP port is polled, so ``connect_s`` does not include the
+    fixed sleep of ActiveMQ's init script; the call still returns only after the script is done."""
     reason = unavailable(name, repo)
     if reason is not None:
         raise BrokerError(f"{name}: {reason}")
@@ -331,29 +384,43 @@ def start(
         raise BrokerError(f"{name} listens on {INCUMBENT_PORT} (fixed by setup_brokers.sh), not {port}")
     if listening(port):
         raise BrokerError(f"cannot start {name}: something already listens on port {port}")
-    if name == "rabbitmq":
-        _init_script(RABBITMQ_INIT, "start", timeout + 30)
-        _wait_stomp(name, HOST, port, timeout)
+    if name in ("rabbitmq", "activemq"):
+        script = RABBITMQ_INIT if name == "rabbitmq" else ACTIVEMQ_INIT
+        started = time.monotonic()
+        launcher = _init_script_async(script, "start")
+        try:
+            _wait_stomp(name, HOST, port, timeout, poll=0.05, launcher=launcher)
+        except BaseException:
+            with contextlib.suppress(BrokerError):
+                _finish_init_script(launcher, 30)
+            raise
+        connect_s = time.monotonic() - started
+        _finish_init_script(launcher, timeout + 30)
         found = pid(name)
         if found is None:
-            raise BrokerError("rabbitmq answers STOMP but no beam.smp process of user rabbitmq was found")
-        return Running(name, HOST, port, found)
-    if name == "activemq":
-        _init_script(ACTIVEMQ_INIT, "start", timeout + 30)
-        _wait_stomp(name, HOST, port, timeout)
-        found = pid(name)
-        if found is None:
-            raise BrokerError(f"activemq answers STOMP but {ACTIVEMQ_PIDFILE} names no live process")
-        return Running(name, HOST, port, found)
-    return _start_queueit(port, repo, timeout)
+            what = "beam.smp of user rabbitmq" if name == "rabbitmq" else f"live pid in {ACTIVEMQ_PIDFILE}"
+            raise BrokerError(f"{name} answers STOMP but no {what} was found")
+        return Running(name, HOST, port, found, connect_s=connect_s)
+    return _start_queueit(port, repo, timeout, queueit_base)
 
 
-def _start_queueit(port: int, repo: Path, timeout: float) -> Running:
-    base = Path(tempfile.mkdtemp(prefix="queueit-bench-"))
-    data_dir = base / "data"
-    data_dir.mkdir()
-    err_path = base / "serve.stderr"
-    out_path = base / "serve.stdout"
+def _start_queueit(port: int, repo: Path, timeout: float, reuse: Path | None = None) -> Running:
+    if reuse is None:
+        base = Path(tempfile.mkdtemp(prefix="queueit-bench-"))
+        data_dir = base / "data"
+        data_dir.mkdir()
+        err_path = base / "serve.stderr"
+        out_path = base / "serve.stdout"
+    else:
+        base = reuse
+        data_dir = base / "data"
+        if not data_dir.is_dir():
+            raise BrokerError(f"cannot restart queueit: {data_dir} does not exist")
+        n = 1
+        while (base / f"serve.{n}.stderr").exists():
+            n += 1
+        err_path = base / f"serve.{n}.stderr"
+        out_path = base / f"serve.{n}.stdout"
     cmd = [
         str(repo / ".venv" / "bin" / "python"),
         "-m",
@@ -366,6 +433,7 @@ def _start_queueit(port: int, repo: Path, timeout: float) -> Running:
         "--data-dir",
         str(data_dir),
     ]
+    started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
             cmd, cwd=repo, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
@@ -380,6 +448,7 @@ def _start_queueit(port: int, repo: Path, timeout: float) -> Running:
         while True:
             text = err_path.read_text(errors="replace")
             if READY_MARKER in text:
+                ready_line_s = time.monotonic() - started
                 break
             code = proc.poll()
             if code is not None:
@@ -392,12 +461,22 @@ def _start_queueit(port: int, repo: Path, timeout: float) -> Running:
                     f"queueit did not print {READY_MARKER!r} within {timeout:.0f} s; "
                     f"stderr (last 1500 chars):\n{text[-1500:]}"
                 )
-            time.sleep(0.1)
-        _wait_stomp("queueit", HOST, port, min(timeout, 15.0), pid_alive=proc.pid)
+            time.sleep(0.01)
+        _wait_stomp("queueit", HOST, port, min(timeout, 15.0), pid_alive=proc.pid, poll=0.05)
+        connect_s = time.monotonic() - started
     except BaseException:
         stop("queueit", keep_files=True)
         raise
-    return Running("queueit", HOST, port, proc.pid, log=str(err_path))
+    return Running(
+        "queueit",
+        HOST,
+        port,
+        proc.pid,
+        log=str(err_path),
+        connect_s=connect_s,
+        ready_line_s=ready_line_s,
+        base=str(base),
+    )
 
 
 # --------------------------------------------------------------------------------------------- stop
@@ -444,6 +523,61 @@ def stop(name: str, keep_files: bool = False) -> None:
     raise BrokerError(f"unknown broker {name!r}")
 
 
+def graceful_stop(name: str, timeout: float = 600.0) -> tuple[float, str]:
+    """Stop ``name`` gracefully, keeping its data (queueit: its data directory too).
+
+    Returns (seconds until the broker's main process had exited, how it was stopped). queueit and
+    ActiveMQ get SIGTERM and all the time they need (Debian's ``/etc/init.d/activemq stop`` sends
+    SIGKILL when the JVM is still there 2 s after SIGTERM); RabbitMQ is stopped by its init script
+    (``rabbitmqctl stop``, a clean shutdown). SIGKILL only after ``timeout`` seconds.
+    """
+    found = pid(name)
+    if found is None:
+        raise BrokerError(f"{name} is not running")
+    started = time.monotonic()
+    if name == "rabbitmq":
+        _init_script(RABBITMQ_INIT, "stop", timeout)
+        how = f"{RABBITMQ_INIT} stop"
+    else:
+        os.kill(found, signal.SIGTERM)
+        how = "SIGTERM"
+    if not _wait_gone(found, timeout):
+        _terminate(found, name, 10.0)
+        how += f", SIGKILL after {timeout:.0f} s"
+    stopped_s = time.monotonic() - started
+    if name == "queueit":
+        state = _queueit_state()
+        QUEUEIT_STATE.unlink(missing_ok=True)
+        port = _state_int(state, "port") if state is not None else None
+        if port is not None and not _wait_port_free(port, 15.0):
+            raise BrokerError(f"port {port} still busy after stopping queueit")
+    elif name == "activemq":
+        ACTIVEMQ_PIDFILE.unlink(missing_ok=True)  # stale: the init script would not remove it
+        if not _wait_port_free(INCUMBENT_PORT, STOP_TIMEOUT_S):
+            raise BrokerError(f"port {INCUMBENT_PORT} still busy after stopping activemq")
+    else:
+        _stop_epmd()
+        if not _wait_port_free(INCUMBENT_PORT, STOP_TIMEOUT_S):
+            raise BrokerError(f"port {INCUMBENT_PORT} still busy after stopping rabbitmq")
+    return stopped_s, how
+
+
+def restart(
+    name: str, port: int = DEFAULT_PORT, repo: Path = REPO, timeout: float = 600.0
+) -> tuple[Running, float, str]:
+    """Graceful stop, then start again on the same data. Returns (the new Running, stop seconds,
+    how it was stopped); the start timings are in the Running."""
+    base: Path | None = None
+    if name == "queueit":
+        state = _queueit_state()
+        raw = state.get("base") if state is not None else None
+        if not isinstance(raw, str):
+            raise BrokerError("queueit was not started by this module (no state file)")
+        base = Path(raw)
+    stop_s, how = graceful_stop(name, timeout)
+    return start(name, port, repo, timeout, queueit_base=base), stop_s, how
+
+
 def _stop_epmd() -> None:
     """Stop the Erlang port mapper RabbitMQ leaves behind, if no Erlang node is registered any more."""
     epmd = shutil.which("epmd")
@@ -470,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("action", choices=["start", "stop", "pid", "stop-all"])
+    parser.add_argument("action", choices=["start", "stop", "restart", "pid", "stop-all"])
     parser.add_argument("broker", nargs="?", choices=BROKERS)
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="queueit's port (default %(default)s)")
     parser.add_argument(
@@ -488,6 +622,16 @@ def main(argv: list[str] | None = None) -> int:
             print(started.pid)
         elif args.action == "stop":
             stop(args.broker)
+        elif args.action == "restart":
+            again, stop_s, how = restart(args.broker, args.port, args.repo)
+            if again.name == "queueit":
+                _children.pop(again.pid, None)
+            _log(
+                f"{args.broker}: stopped in {stop_s:.2f} s ({how}); STOMP CONNECT answered"
+                f" {again.connect_s or 0:.2f} s after the start"
+                + (f", ready line after {again.ready_line_s:.2f} s" if again.ready_line_s is not None else "")
+            )
+            print(again.pid)
         elif args.action == "pid":
             found = pid(args.broker)
             if found is None:

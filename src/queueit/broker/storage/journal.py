@@ -292,8 +292,7 @@ class Journal:
 
     def request_sync(self, through: int) -> None:
         """fsync once the first ``through`` operations are committed (event-loop thread)."""
-        if through > self.sync_through:
-            self.sync_through = through
+        self.sync_through = max(self.sync_through, through)
         self.request_commit(through)
 
     def request_commit(self, through: int) -> None:
