@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -378,3 +379,40 @@ def durable_take(store: DurableStore, q: QueueStore) -> Message:
         m = q.take()
     assert m is not None
     return m
+
+
+def test_a_full_disk_holds_receipts_loses_nothing_and_recovers(tmp_path: Path) -> None:
+    """Writes that fail (disk full) are retried; no receipt goes out before they succeed."""
+    store = DurableStore(tmp_path)
+    q = store.open_queue("q")
+    full = True
+
+    def disk() -> None:
+        if full:
+            raise sqlite3.OperationalError("database or disk is full")
+
+    store.journal.fault = disk
+    receipts: list[bool] = []
+    for i in range(1, 4):
+        before = store.submitted
+        q.put(msg(i))
+        store.when_done(before, receipts.append)
+    deadline = time.monotonic() + 5
+    while store.error is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+        store.poll()
+    assert store.error is not None
+    assert "disk is full" in store.error
+    assert store.stats()["failures"] >= 1
+    assert receipts == []
+    full = False  # space comes back
+    store.flush()
+    assert receipts == [True, True, True]
+    assert store.stats()["error"] is None
+    store.close()
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("q")
+        assert len(q) == 3
+    finally:
+        store.close()

@@ -272,3 +272,52 @@ def test_a_durable_subscription_keeps_its_binding_and_messages_across_a_restart(
         s.disconnect()
     finally:
         stop_clean(b)
+
+
+def test_disk_watermark_holds_publishers_and_they_resume(configured: tuple[Path, Path]) -> None:
+    data, config = configured
+    # More free space required than any disk has: the broker is past its disk watermark.
+    config.write_text("[resources]\ndisk_free_limit = 4611686018427387904\npublish_timeout = 1.0\n")
+    b = start_broker(data, "--config", str(config))
+    try:
+        time.sleep(0.6)
+        with client(b) as producer:
+            with pytest.raises(ServerRefused) as refused:
+                producer.send("/queue/disk", "held", headers={"persistent": "true"}, receipt=True)
+            assert refused.value.message == "Broker out of resources"
+            assert "free disk space" in refused.value.detail
+        admin = cli(b, "stat", "--json")  # admin requests pass while publishers are held
+        assert admin.returncode == 0, admin.stderr
+        assert "disk" not in {q["name"] for q in json.loads(admin.stdout)["queues"]}  # nothing got in
+    finally:
+        stop_clean(b)
+    assert any("holding publishers: free disk space" in line for line in b.log), "\n".join(b.log)
+
+
+def test_a_stuck_consumer_does_not_slow_the_others_and_memory_stays_bounded(broker: BrokerProcess) -> None:
+    stuck = connected(broker)
+    stuck.subscribe("/queue/shared", ack="client-individual", prefetch=5, receipt=True)  # never acks
+    with client(broker) as worker, client(broker) as producer:
+        worker.subscribe("/queue/shared", ack="client-individual", prefetch=50, receipt=True)
+        rss_before = _rss_kib(broker)
+        body = "x" * 1024
+        received = 0
+        for chunk in range(40):
+            for i in range(500):
+                producer.send("/queue/shared", body, receipt=i == 499)
+            wanted = (chunk + 1) * 500 - 5  # all but the five the stuck consumer holds
+            while received < wanted:
+                worker.ack(worker.receive(timeout=5))
+                received += 1
+        with pytest.raises(ReceiveTimeout):
+            worker.receive(timeout=0.3)
+        assert received == 20_000 - 5
+        assert _rss_kib(broker) - rss_before < 64 * 1024, "the broker kept what it delivered"
+    stuck.close()
+
+
+def _rss_kib(b: BrokerProcess) -> int:
+    for line in Path(f"/proc/{b.process.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")

@@ -196,12 +196,9 @@ class BrokerCore:
         """Not acked in time: the message goes back (or to the dead-letter queue)."""
         del sub.unacked[message.id]
         sub.pending.pop(message.id, None)
-        for s in self.sessions.values():
-            if s.pending is sub.pending:
-                s.lost[message.id] = None
-                if len(s.lost) > LOST_ACKS_KEPT:
-                    del s.lost[next(iter(s.lost))]
-                break
+        sub.lost[message.id] = None
+        if len(sub.lost) > LOST_ACKS_KEPT:
+            del sub.lost[next(iter(sub.lost))]
         message.avoid = sub
         sub.queue.requeue([message], now)
         sub.queue.dispatch(now)
@@ -559,7 +556,7 @@ class BrokerCore:
         prefetch: int,
         lease_ms: int | None = None,
     ) -> Subscription:
-        sub = Subscription(sub_id, destination, queue, mode, prefetch, s.outlet, s.pending)
+        sub = Subscription(sub_id, destination, queue, mode, prefetch, s.outlet, s.pending, s.lost)
         if lease_ms is not None:
             sub.lease_ms = lease_ms
         s.subscriptions[sub_id] = sub

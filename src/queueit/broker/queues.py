@@ -117,6 +117,7 @@ class Subscription:
         "destination",
         "id",
         "lease_ms",
+        "lost",
         "outlet",
         "pending",
         "prefetch",
@@ -133,6 +134,7 @@ class Subscription:
         prefetch: int,
         outlet: Outlet,
         pending: dict[str, Subscription],
+        lost: dict[str, None] | None = None,
     ) -> None:
         self.id = id
         self.destination = destination
@@ -141,6 +143,8 @@ class Subscription:
         self.prefetch = prefetch
         self.outlet = outlet
         self.pending = pending  # the session's ack-id index, shared by its subscriptions
+        # The session's ack ids taken back by an expired lease (a late ACK of one is no error).
+        self.lost: dict[str, None] = {} if lost is None else lost
         # Delivered and not yet acked, in delivery order (cumulative ACK walks this order).
         self.unacked: dict[str, Message] = {}
         self.lease_ms = queue.settings.visibility_timeout  # a SUBSCRIBE header may shorten it

@@ -208,6 +208,9 @@ class Journal:
         self.synced = 0
         #: Commit up to this operation at once (a receipt waits); later ones may wait a little.
         self.urgent_through = 0
+        #: A test seam: called before each commit; raising sqlite3.Error there is a disk that
+        #: is full or failing (the batch is rolled back and retried, as for a real one).
+        self.fault: Callable[[], None] | None = None
         self._reported = 0
         self._reported_sync = 0
         #: Shortest ``interval:<ms>`` of any open queue, in seconds (None: no such queue).
@@ -474,6 +477,8 @@ class Journal:
                 else:  # pragma: no cover - a programming error
                     raise AssertionError(f"unknown journal operation {code}")
             i = j
+        if self.fault is not None:
+            self.fault()
         db.execute("COMMIT")
         return replies
 
