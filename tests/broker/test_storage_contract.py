@@ -416,3 +416,26 @@ def test_a_full_disk_holds_receipts_loses_nothing_and_recovers(tmp_path: Path) -
         assert len(q) == 3
     finally:
         store.close()
+
+
+def test_a_take_during_an_expiry_scan_is_served_when_the_scan_ends(tmp_path: Path) -> None:
+    """After a restart everything is on disk; the first sweep's read must not strand a consumer."""
+    store = DurableStore(tmp_path)
+    q = store.open_queue("q")
+    for i in range(3):
+        q.put(msg(i))
+    store.flush()
+    store.close()
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("q")
+        ready: list[int] = []
+        q.on_ready = lambda: ready.append(1)
+        assert q.expire(int(time.time() * 1000)) == []  # the sweep's read goes out
+        assert q.take() is None  # a consumer arrives meanwhile
+        for _ in range(3):
+            store.flush()
+        assert ready
+        assert ids([durable_take(store, q) for _ in range(3)]) == ["m-0", "m-1", "m-2"]
+    finally:
+        store.close()

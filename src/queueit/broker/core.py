@@ -720,12 +720,13 @@ class BrokerCore:
                     tally[1] += len(frame.body)
         for queue, (count, size) in adding.items():
             queue.check_room(size, count)  # the SENDs of one COMMIT may fill a queue together
-        for frame in tx.frames:
-            if isinstance(frame, Send):
-                self._publish(s, frame)
-            elif frame.id in s.pending:  # may have been settled since, e.g. by a cumulative ACK
-                plain = type(frame)(frame.id, frame.subscription, None, frame.headers, None)
-                self.handle(s, plain)
+        with self.store.atomic():  # on disk all together, or (after a crash) not at all
+            for frame in tx.frames:
+                if isinstance(frame, Send):
+                    self._publish(s, frame)
+                elif frame.id in s.pending:  # may have been settled since, e.g. by a cumulative ACK
+                    plain = type(frame)(frame.id, frame.subscription, None, frame.headers, None)
+                    self.handle(s, plain)
 
     def _on_abort(self, s: SessionState, ev: Abort) -> None:
         self._take_transaction(s, ev.transaction)

@@ -676,5 +676,9 @@ class DurableQueueStore:
             expired.append(message)
         if not self._spilled_total:
             self._spilled_expiring = False  # nothing on disk (new spills set it again)
+        elif len(self._window) < self._store.window // 2:
+            # A take may have found the window empty while this read was out, and asked for
+            # nothing (reads of a queue never overlap): ask now, or it would wait forever.
+            self._request_load()
         if expired and self.on_expired is not None:
             self.on_expired(expired)

@@ -1,0 +1,97 @@
+"""Issue 3, part 2: a consumer process killed (SIGKILL) while it holds unacked messages.
+
+Every message it held goes to another consumer, flagged ``redelivered:true``, without
+delay; what it acked (with receipts) never comes back; nothing is lost or left behind.
+The broker itself keeps running.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from queueit import Message, ReceiveTimeout
+
+from .broker_proc import CrashBroker, client
+from .ledger import body_for
+
+ROOT = Path(__file__).resolve().parents[2]
+MESSAGES = 120
+PREFETCH = 16
+ACKS = 6
+#: The held messages must reach the other consumer this soon after the kill.
+REDELIVERY_SECONDS = 10.0
+
+
+def _key(message: Message) -> str:
+    return message.headers["x-key"]
+
+
+@pytest.mark.parametrize("mode", ["client-individual", "client"])
+def test_killed_consumer_gives_back_what_it_held(tmp_path: Path, mode: str) -> None:
+    broker = CrashBroker.start(tmp_path / "data", tmp_path / "broker.log")
+    holder: subprocess.Popen[str] | None = None
+    queue = "/queue/held-" + mode
+    try:
+        keys = [f"m{i}" for i in range(MESSAGES)]
+        with client(broker.address) as producer:
+            for key in keys:
+                producer.send(
+                    queue, body_for(key), headers={"persistent": "true", "x-key": key}, receipt=True
+                )
+        args = [*map(str, broker.address), queue, mode, str(PREFETCH), str(ACKS)]
+        holder = subprocess.Popen(
+            [sys.executable, "-m", "tests.crash.holder", *args],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None
+        acked: list[str] = []
+        held: list[str] = []
+        for line in holder.stdout:
+            word, _, key = line.strip().partition(" ")
+            if word == "READY":
+                break
+            (acked if word == "ACKED" else held).append(key)
+        assert len(acked) == ACKS, (acked, held, holder.poll())
+        assert len(held) == PREFETCH, (acked, held, holder.poll())
+
+        with client(broker.address) as other:
+            other.subscribe(queue, ack="client-individual", prefetch=MESSAGES)
+            fresh = [other.receive() for _ in range(MESSAGES - ACKS - PREFETCH)]
+            assert {_key(m) for m in fresh} == set(keys) - set(acked) - set(held)
+            assert not [m for m in fresh if m.headers.get("redelivered")], "never delivered before"
+            with pytest.raises(ReceiveTimeout):
+                other.receive(0.3)  # the holder's messages stay with the holder while it lives
+
+            holder.send_signal(signal.SIGKILL)
+            holder.wait(10)
+            killed_at = time.monotonic()
+            again = [other.receive(REDELIVERY_SECONDS) for _ in range(PREFETCH)]
+            took = time.monotonic() - killed_at
+            assert sorted(_key(m) for m in again) == sorted(held), "exactly what the killed consumer held"
+            assert all(m.headers.get("redelivered") == "true" for m in again), [m.headers for m in again]
+            assert all(m.body == body_for(_key(m)) for m in again)
+            assert took < REDELIVERY_SECONDS
+            for m in fresh + again:
+                other.ack(m)
+            other.send(queue, b"end", headers={"x-key": "end"}, receipt=True)
+            last = other.receive(REDELIVERY_SECONDS)
+            assert _key(last) == "end", f"left in the queue: {_key(last)}"
+            other.ack(last, receipt=True)
+        assert broker.terminate() == 0
+        assert broker.bad_log_lines() == []
+    finally:
+        if holder is not None:
+            if holder.poll() is None:
+                holder.kill()
+            holder.wait()
+            if holder.stdout is not None:
+                holder.stdout.close()
+        broker.ensure_dead()
