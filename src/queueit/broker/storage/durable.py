@@ -83,7 +83,7 @@ WINDOW_BYTES = 8 * 1024 * 1024
 LOAD_CHUNK = 1_000
 #: Delayed messages kept in RAM at most, and read back at a time.
 SCHEDULE_WINDOW = 20_000
-SCHEDULE_CHUNK = 5_000
+SCHEDULE_CHUNK = 1_000  # built on the loop thread: small reads keep its stalls short
 #: Read delayed messages back this long before they are due.
 SCHEDULE_LOOKAHEAD_MS = 2_000
 INFINITY = (2**63, 2**63)
