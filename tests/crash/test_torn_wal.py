@@ -105,6 +105,7 @@ def test_torn_wal_tail_keeps_every_receipted_message(tmp_path: Path, crash_seed:
         print(f"{how}: {what}")
 
         broker = CrashBroker.start(data, logs / "life-1.log")  # raises if it exits or hangs
+        assert "recovery replayed" in broker.log(), "the cut-off WAL tail was not logged"
         got = _drain(broker.address)
         keys = [m.headers["x-key"] for m in got]
         assert len(keys) == len(set(keys)), f"delivered twice: {keys}"

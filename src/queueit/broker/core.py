@@ -99,6 +99,9 @@ class BrokerCore:
         self.queue_settings = QueueSettingsTable() if queue_settings is None else queue_settings
         self.leases = Leases()
         self._next_sweep = 0
+        # Queues with limits and the reject-publish policy: while there are none, a SEND
+        # skips the room check (and the routing it needs) altogether.
+        self._rejecting = 0
         self.max_transaction_bytes = max_transaction_bytes
         self.queues: dict[str, Queue] = {}
         self.exchanges: dict[str, Exchange] = {
@@ -256,7 +259,7 @@ class BrokerCore:
             due = _int_header(ev.headers, "deliver-at", 0, 0, MAX_EPOCH_MS)
             if delay:
                 due = max(due, self.now_ms() + delay)
-        if room:
+        if room and self._rejecting:
             for queue in self._targets(dest):
                 queue.check_room(len(ev.body))
         reply_to = ev.headers.get("reply-to")
@@ -337,6 +340,7 @@ class BrokerCore:
         store.on_expired = queue.expire
         queue.dead_letter = self._dead_letter
         self.queues[key] = queue
+        self._rejecting += queue.rejects
         return queue
 
     def _targets(self, dest: Destination) -> list[Queue]:
@@ -444,7 +448,8 @@ class BrokerCore:
                 exchange.unbind(queue, key)
         queue.store.drop()
         queue.release_publishers()
-        self.queues.pop(queue.name, None)
+        if self.queues.pop(queue.name, None) is not None:
+            self._rejecting -= queue.rejects
 
     def _temp_queue(self, s: SessionState, destination: str, *, subscribe: bool = True) -> Queue:
         """The connection's temp queue for ``destination``, created once.

@@ -178,7 +178,9 @@ class Queue:
         "leases",
         "name",
         "published",
+        "rejects",
         "settings",
+        "special",
         "store",
     )
 
@@ -193,7 +195,10 @@ class Queue:
         self.name = name
         self.store = store
         self.kind = kind
-        self.settings = QueueSettings() if settings is None else settings
+        self.settings = s = QueueSettings() if settings is None else settings
+        #: It has limits, and refuses publishes past them (see check_room).
+        self.rejects = s.overflow == "reject-publish" and bool(s.max_messages or s.max_bytes)
+        self.special = bool(s.ttl or s.max_messages or s.max_bytes)
         self.leases = (
             Leases() if leases is None else leases
         )  # shared with the core (not `or`: falsy when empty)
@@ -249,20 +254,21 @@ class Queue:
 
     def publish(self, message: Message, now_ms: int, publisher: Outlet | None = None) -> None:
         self.published += 1
-        ttl = self.settings.ttl
-        if ttl and (not message.expires or message.expires > now_ms + ttl):
-            message.expires = now_ms + ttl  # the shorter of the message's and the queue's, as RabbitMQ
-        s = self.settings
-        if (s.max_messages or s.max_bytes) and self.full(len(message.body)):
-            if s.max_bytes and len(message.body) > s.max_bytes:
-                # It can never fit: emptying the queue for it would not help.
-                self._overflow(message)
+        if self.special:  # a TTL or limits: most queues have neither (the hot path)
+            s = self.settings
+            if s.ttl and (not message.expires or message.expires > now_ms + s.ttl):
+                message.expires = now_ms + s.ttl  # the shorter of the message's and the queue's, as RabbitMQ
+            if (s.max_messages or s.max_bytes) and self.full(len(message.body)):
+                if s.max_bytes and len(message.body) > s.max_bytes:
+                    # It can never fit: emptying the queue for it would not help.
+                    self._overflow(message)
+                    return
+                self._make_room(len(message.body), now_ms)
+        if message.due:
+            if message.due > now_ms:
+                self.store.schedule(message)
                 return
-            self._make_room(len(message.body), now_ms)
-        if message.due > now_ms:
-            self.store.schedule(message)
-            return
-        message.due = 0
+            message.due = 0
         self.store.put(message)
         if self.consumers:
             self.dispatch(now_ms)

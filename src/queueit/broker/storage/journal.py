@@ -131,6 +131,9 @@ VACUUM_MIN_PAGES = 4096
 VACUUM_STEP_PAGES = 16384
 VACUUM_BUSY_STEP_PAGES = 1024
 HOUSEKEEPING_SECONDS = 1.0
+#: SQLite's WAL file layout: a header, then frames of a header and one page.
+WAL_HEADER = 32
+WAL_FRAME_HEADER = 24
 #: How long a batch nobody waits for may wait for more writes to join it.
 LAZY_SECONDS = 0.002
 #: After a failed write (disk full, I/O error), retry the batch this often.
@@ -217,6 +220,8 @@ class Journal:
         self.sync_interval: float | None = None
         self._processed = 0
         self._wal_fd = -1
+        wal = Path(str(path) + "-wal")
+        self._wal_bytes_at_start = wal.stat().st_size if wal.exists() else 0
         try:
             self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             self.recovery = self._open()
@@ -249,6 +254,8 @@ class Journal:
             )
         row = db.execute("SELECT value FROM meta WHERE key='clean'").fetchone()
         clean = fresh or (row is not None and row[0] == "1")
+        if not clean:
+            self._report_wal_tail()
         db.execute("BEGIN")
         dropped = db.execute("DELETE FROM messages WHERE persistent = 0").rowcount
         db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
@@ -281,6 +288,31 @@ class Journal:
         )
         self._sync()  # the 'clean = 0' mark must be on disk before anything is served
         return recovery
+
+    def _report_wal_tail(self) -> None:
+        """After a crash, say how much of the WAL SQLite's recovery replayed.
+
+        Recovery keeps the frames up to the last commit frame whose checksum chain is intact
+        and drops the rest: a write torn by the crash (or frames of an older WAL generation,
+        which SQLite overwrites in place). On ``always`` queues nothing after the last synced
+        commit was receipted; on ``interval``/``never`` ones that is the price they chose.
+        """
+        size = self._wal_bytes_at_start
+        if size <= WAL_HEADER:
+            return
+        page = self._db.execute("PRAGMA page_size").fetchone()[0]
+        _, valid, _ = self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        frame = WAL_FRAME_HEADER + page
+        whole, partial = divmod(size - WAL_HEADER, frame)
+        if whole > valid or partial:
+            log.warning(
+                "journal: recovery replayed %d WAL frame(s) up to the last intact commit and cut off "
+                "the %d frame(s) and %d byte(s) after it (a write torn by the crash, or an older "
+                "WAL generation); nothing in them was receipted on a queue with fsync always",
+                valid,
+                whole - valid,
+                partial,
+            )
 
     # -- the event-loop side ---------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ journal, see :mod:`.durable`).
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
 from typing import Protocol
 
@@ -24,17 +25,19 @@ class Owner(Protocol):
 
 
 class Schedule:
-    __slots__ = ("_heap",)
+    __slots__ = ("_heap", "_tie")
 
     def __init__(self) -> None:
-        # (due, seq, owner, message); seq is unique per store, so owners are never compared
-        self._heap: list[tuple[int, int, Owner, Message]] = []
+        # (due, seq, tie, owner, message): seq orders equal due times (arrival order within a
+        # queue); the tie counter is unique, so owners are never compared.
+        self._heap: list[tuple[int, int, int, Owner, Message]] = []
+        self._tie = itertools.count()
 
     def __len__(self) -> int:
         return len(self._heap)
 
     def add(self, owner: Owner, message: Message) -> None:
-        heapq.heappush(self._heap, (message.due, message.seq, owner, message))
+        heapq.heappush(self._heap, (message.due, message.seq, next(self._tie), owner, message))
 
     def next_due(self) -> int | None:
         return self._heap[0][0] if self._heap else None
@@ -44,7 +47,7 @@ class Schedule:
         heap = self._heap
         touched: set[Owner] = set()
         while heap and heap[0][0] <= now_ms:
-            _, _, owner, message = heapq.heappop(heap)
+            _, _, _, owner, message = heapq.heappop(heap)
             if not owner.dropped:
                 message.due = 0
                 owner.make_ready(message)
@@ -53,16 +56,16 @@ class Schedule:
 
     def trim(self, keep: int) -> list[tuple[Owner, Message]]:
         """Keep the ``keep`` soonest; remove and return the others."""
-        entries = sorted(self._heap, key=lambda e: (e[0], e[1]))
+        entries = sorted(self._heap, key=lambda e: (e[0], e[1], e[2]))
         self._heap = entries[:keep]  # a sorted list is a heap
-        return [(owner, message) for _, _, owner, message in entries[keep:]]
+        return [(owner, message) for _, _, _, owner, message in entries[keep:]]
 
     def last_key(self) -> tuple[int, int] | None:
         if not self._heap:
             return None
-        due, seq, _, _ = max(self._heap, key=lambda e: (e[0], e[1]))
+        due, seq, _, _, _ = max(self._heap, key=lambda e: (e[0], e[1]))
         return (due, seq)
 
     def remove_owner(self, owner: Owner) -> None:
-        self._heap = [e for e in self._heap if e[2] is not owner]
+        self._heap = [e for e in self._heap if e[3] is not owner]
         heapq.heapify(self._heap)
