@@ -328,6 +328,20 @@ def _state_int(state: dict[str, object], key: str) -> int | None:
     return value if isinstance(value, int) else None
 
 
+def available(names: list[str], repo: Path = REPO) -> tuple[list[str], dict[str, str]]:
+    """The brokers of ``names`` that can run here, and why each other one cannot (printed)."""
+    ok: list[str] = []
+    skipped: dict[str, str] = {}
+    for name in names:
+        reason = unavailable(name, repo)
+        if reason is None:
+            ok.append(name)
+        else:
+            skipped[name] = reason
+            print(f"!! skipping {name}: {reason}", flush=True)
+    return ok, skipped
+
+
 def pid(name: str) -> int | None:
     """The pid of the running broker's main process (beam.smp / java / python), or None."""
     if name == "rabbitmq":

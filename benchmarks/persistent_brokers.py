@@ -885,15 +885,7 @@ def main(argv_: Sequence[str] | None = None) -> int:
     s12 = [sc for sc in all_scenarios if sc.name in args.scenario_list and sc.name != "S6"]
     s6 = next((sc for sc in all_scenarios if sc.name == "S6" and "S6" in args.scenario_list), None)
 
-    names: list[str] = []
-    skipped: dict[str, str] = {}
-    for name in args.broker_list:
-        reason = brokers.unavailable(name, args.repo)
-        if reason is None:
-            names.append(name)
-        else:
-            skipped[name] = reason
-            print(f"!! skipping {name}: {reason}", flush=True)
+    names, skipped = brokers.available(args.broker_list, args.repo)
     if not names:
         print("!! no broker left to benchmark", file=sys.stderr)
         return 1

@@ -526,15 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(render_table(runs, build_scenarios(shape), args.broker_list, args.subject))
         return 0
 
-    names: list[str] = []
-    skipped: dict[str, str] = {}
-    for name in args.broker_list:
-        reason = brokers.unavailable(name, args.repo)
-        if reason is None:
-            names.append(name)
-        else:
-            skipped[name] = reason
-            print(f"!! skipping {name}: {reason}", flush=True)
+    names, skipped = brokers.available(args.broker_list, args.repo)
     if not names:
         print("!! no broker left to benchmark", file=sys.stderr)
         return 1

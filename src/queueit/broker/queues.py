@@ -199,9 +199,8 @@ class Queue:
         #: It has limits, and refuses publishes past them (see check_room).
         self.rejects = s.overflow == "reject-publish" and bool(s.max_messages or s.max_bytes)
         self.special = bool(s.ttl or s.max_messages or s.max_bytes)
-        self.leases = (
-            Leases() if leases is None else leases
-        )  # shared with the core (not `or`: falsy when empty)
+        # Shared with the core (``is None``, not ``or``: an empty Leases is falsy).
+        self.leases = Leases() if leases is None else leases
         #: Where messages that cannot be delivered go (set by the core); the default drops.
         self.dead_letter: DeadLetter = _drop
         self.consumers: list[Subscription] = []
@@ -241,11 +240,7 @@ class Queue:
             QueueFull: the queue is at its limit and its overflow policy is reject-publish.
         """
         s = self.settings
-        if (
-            s.overflow == "reject-publish"
-            and (s.max_messages or s.max_bytes)
-            and self.full(extra_bytes, extra_messages)
-        ):
+        if self.rejects and self.full(extra_bytes, extra_messages):
             raise QueueFull(
                 f"Queue {self.name!r} is full ({len(self.store)} messages, {self.store.ready_bytes} bytes; "
                 f"limits max_messages={s.max_messages}, max_bytes={s.max_bytes}); the message was not "

@@ -89,7 +89,7 @@ class Session(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._starved = False  # dispatch stopped because of OUTBOUND_HIGH_WATER
         self._closing = False
-        self._read_holds: set[str] = set()  # why reading is paused: "login", "flow", "write", "disconnect"
+        self._read_holds: set[str] = set()  # why reading is paused (see the module doc)
         # (RECEIPT frame, is DISCONNECT's, deliveries wait for it)
         self._receipts: deque[tuple[bytes, bool, bool]] = deque()
         self._deliveries_held = False  # a SUBSCRIBE's receipt must go out first
@@ -222,7 +222,8 @@ class Session(asyncio.Protocol):
         # A SUBSCRIBE's RECEIPT goes before the first MESSAGE of that subscription (as in
         # RabbitMQ and ActiveMQ; clients wait for it before they read messages).
         hold = event.receipt is not None and isinstance(event, Subscribe)
-        self._deliveries_held = hold
+        if hold:
+            self._deliveries_held = True  # released once the receipt is out, not by a later frame
         try:
             self.core.handle(state, event)
         except BrokerError as exc:
