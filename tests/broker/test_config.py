@@ -123,6 +123,16 @@ def test_exchanges_and_bindings_from_the_config_route(tmp_path: Path) -> None:
         ('[[exchanges]]\nname = "x"\ntype = "headers"\n', "type must be direct, fanout or topic"),
         ("[[bindings]]\nqueue = 1\n", "bindings[].exchange must be a string"),
         ("this is not toml", "is not valid TOML"),
+        ('[[queues]]\nfsync = "always"\n', "queues[0].match is required"),
+        ('[[queues]]\nmatch = "*"\nfsync = "sometimes"\n', "fsync policy must be always, never or interval"),
+        ('[[queues]]\nmatch = "*"\noverflow = "explode"\n', "queues[0].overflow must be one of"),
+        ('[[queues]]\nmatch = "*"\nmax_deliveries = -1\n', "queues[0].max_deliveries must be an integer"),
+        ('[[queues]]\nmatch = "*"\ndead_letter = "a/b"\n', "queues[0].dead_letter must be a queue name"),
+        ('[[queues]]\nmatch = "*"\nttl = "1h"\n', "queues[0].ttl must be an integer"),
+        ('[[queues]]\nmatch = "*"\nvisibility = 5\n', "queues[0]: unknown key(s) visibility"),
+        ("[resources]\nmemory_limit = -1\n", "resources.memory_limit must be a number of bytes"),
+        ("[resources]\npublish_timeout = 0\n", "publish_timeout must be between 0 and 3600"),
+        ("[resources]\ndisk = 1\n", "unknown config key(s) resources.disk"),
     ],
 )
 def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
@@ -134,3 +144,46 @@ def test_mistakes_are_named(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path, tmp_path / "absent.toml")
+
+
+def test_queue_settings_and_resources_are_read_and_matched_in_order(tmp_path: Path) -> None:
+    from queueit.broker.queue_settings import DEAD_LETTER_DEFAULTS, QueueSettings, QueueSettingsTable
+
+    text = """
+[[queues]]
+match = "orders.*"
+fsync = "interval:100"
+max_deliveries = 3
+dead_letter = "{name}.dead"
+ttl = 60000
+visibility_timeout = 5000
+max_messages = 10
+max_bytes = 4096
+overflow = "drop-head"
+
+[[queues]]
+match = "*"
+fsync = "never"
+
+[resources]
+memory_limit = 1073741824
+disk_free_limit = 0
+publish_timeout = 5
+"""
+    s = load_settings(tmp_path / "data", write(tmp_path, text))
+    table = QueueSettingsTable(s.queues)
+    orders = table.for_queue("orders.eu")
+    assert (str(orders.fsync), orders.max_deliveries, orders.ttl, orders.visibility_timeout) == (
+        "interval:100",
+        3,
+        60000,
+        5000,
+    )
+    assert (orders.max_messages, orders.max_bytes, orders.overflow) == (10, 4096, "drop-head")
+    assert orders.dead_letter_queue("orders.eu") == "orders.eu.dead"
+    assert str(table.for_queue("anything").fsync) == "never"  # the first match wins
+    assert (s.memory_limit, s.disk_free_limit, s.publish_timeout) == (1 << 30, 0, 5.0)
+    bare = QueueSettingsTable()
+    assert bare.for_queue("work") == QueueSettings()
+    assert bare.for_queue("DLQ.work") == DEAD_LETTER_DEFAULTS
+    assert QueueSettings().dead_letter_queue("work") == "DLQ.work"

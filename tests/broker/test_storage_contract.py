@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from queueit.broker.messages import Message
-from queueit.broker.storage import MemoryStore, MessageStore, QueueStore
+from queueit.broker.storage import MemoryStore, MessageStore, QueueStore, SyncPolicy
 from queueit.broker.storage.durable import DurableStore
 
 
@@ -439,3 +439,33 @@ def test_a_take_during_an_expiry_scan_is_served_when_the_scan_ends(tmp_path: Pat
         assert ids([durable_take(store, q) for _ in range(3)]) == ["m-0", "m-1", "m-2"]
     finally:
         store.close()
+
+
+def test_interval_policy_receipts_at_commit_and_fsyncs_within_the_interval(tmp_path: Path) -> None:
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("metrics", sync=SyncPolicy.parse("interval:50"))
+        assert str(q.policy) == "interval:50"
+        fsyncs = store.journal.stats.fsyncs
+        before = store.submitted
+        q.put(msg(1))
+        done: list[bool] = []
+        store.when_done(before, done.append)
+        store.flush()
+        assert done == [True]  # committed: safe from a crash of the process
+        deadline = time.monotonic() + 2
+        while store.journal.synced < store.done and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.journal.synced >= store.done  # and fsynced by the interval's deadline
+        assert store.journal.stats.fsyncs > fsyncs
+    finally:
+        store.close()
+
+
+def test_fsync_policies_parse_and_refuse_nonsense() -> None:
+    assert SyncPolicy.parse("always") == SyncPolicy("always")
+    assert SyncPolicy.parse("never") == SyncPolicy("never")
+    assert SyncPolicy.parse("interval:250") == SyncPolicy("interval", 250)
+    for bad in ("sometimes", "interval:", "interval:0", "interval:60001", "interval:-5", "interval:1e3", ""):
+        with pytest.raises(ValueError, match="fsync policy"):
+            SyncPolicy.parse(bad)

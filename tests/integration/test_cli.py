@@ -29,8 +29,8 @@ def test_send_consume_stat(broker: BrokerProcess) -> None:
     assert lines[1::2] == ["hello", "from stdin", "x"]
     assert json.loads(lines[4])["x-trace"] == "42"
     table = run(broker, "stat").stdout.decode()
-    assert "queue  depth  consumers  in-flight" in table
-    assert "cli    0      0          0" in table
+    assert "queue  depth  consumers  in-flight  delayed  fsync" in table
+    assert "cli    0      0          0          0        always" in table
 
 
 def test_exchange_commands(broker: BrokerProcess) -> None:

@@ -158,8 +158,11 @@ def stat(args: argparse.Namespace) -> int:
         return 0
     connections = answer["connections"]
     print(f"store: {answer['store']}   connections: {'-' if connections is None else connections}")
-    rows = [(q["name"], q["depth"], q["consumers"], q["in_flight"]) for q in answer["queues"]]
-    print_table(["queue", "depth", "consumers", "in-flight"], rows)
+    rows = [
+        (q["name"], q["depth"], q["consumers"], q["in_flight"], q["scheduled"], q["fsync"] or "-")
+        for q in answer["queues"]
+    ]
+    print_table(["queue", "depth", "consumers", "in-flight", "delayed", "fsync"], rows)
     print_table(["topic", "subscribers"], [(t["name"], t["subscribers"]) for t in answer["topics"]])
     if answer["durable_subscriptions"]:
         print_table(
