@@ -853,13 +853,7 @@ def parse_args(argv_: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv_)
     if args.rounds < 0 or args.s6_rounds < 0:
         ap.error("--rounds/--s6-rounds must not be negative")
-    args.broker_list = [b.strip() for b in args.brokers.split(",") if b.strip()]
-    unknown = [b for b in args.broker_list if b not in brokers.BROKERS]
-    if unknown or not args.broker_list or len(set(args.broker_list)) != len(args.broker_list):
-        ap.error(f"--brokers: give distinct names among {', '.join(brokers.BROKERS)}")
-    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if not args.scenario_list or any(s not in SCENARIO_NAMES for s in args.scenario_list):
-        ap.error(f"--scenarios: choose among {', '.join(SCENARIO_NAMES)}")
+    sb.parse_lists(ap, args, SCENARIO_NAMES)
     if args.s6_count is None:
         args.s6_count = 20_000 if args.quick else 1_000_000
     if args.restart_count is None:

@@ -191,6 +191,17 @@ def warmup_runs(shape: Shape) -> list[tuple[tuple[str, ...], int]]:
 # --------------------------------------------------------------------------------------------- stompbench
 
 
+def parse_lists(ap: argparse.ArgumentParser, args: argparse.Namespace, scenario_names: Sequence[str]) -> None:
+    """``--brokers`` and ``--scenarios`` (comma lists) into ``args.broker_list``/``scenario_list``."""
+    args.broker_list = [b.strip() for b in args.brokers.split(",") if b.strip()]
+    unknown = [b for b in args.broker_list if b not in brokers.BROKERS]
+    if unknown or not args.broker_list or len(set(args.broker_list)) != len(args.broker_list):
+        ap.error(f"--brokers: give distinct names among {', '.join(brokers.BROKERS)}")
+    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    if not args.scenario_list or any(s not in scenario_names for s in args.scenario_list):
+        ap.error(f"--scenarios: choose among {', '.join(scenario_names)}")
+
+
 def ensure_stompbench(explicit: Path | None, target_dir: Path) -> Path:
     """Path of a usable stompbench binary; builds it (cargo, offline) when missing or out of date."""
     if explicit is not None:
@@ -504,13 +515,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")
-    args.broker_list = [b.strip() for b in args.brokers.split(",") if b.strip()]
-    unknown = [b for b in args.broker_list if b not in brokers.BROKERS]
-    if unknown or not args.broker_list or len(set(args.broker_list)) != len(args.broker_list):
-        ap.error(f"--brokers: give distinct names among {', '.join(brokers.BROKERS)}")
-    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    if not args.scenario_list or any(s not in SCENARIO_NAMES for s in args.scenario_list):
-        ap.error(f"--scenarios: choose among {', '.join(SCENARIO_NAMES)}")
+    parse_lists(ap, args, SCENARIO_NAMES)
     if args.s5_duration is None:
         args.s5_duration = 3 if args.quick else 20
     return args

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from queueit import Client
+from queueit import Client, Message
 
 from ..conftest import READY_RE
 
@@ -98,3 +98,17 @@ class CrashBroker:
 
     def bad_log_lines(self) -> list[str]:
         return [line for line in self.log().splitlines() if BAD_LOG_RE.search(line)]
+
+
+def drain(address: tuple[str, int], queue: str) -> list[Message]:
+    """Everything in ``queue`` up to a sentinel sent now, each acked with a receipt."""
+    got: list[Message] = []
+    with client(address) as c:
+        c.send(queue, b"end", headers={"persistent": "true", "x-key": "end"}, receipt=True)
+        c.subscribe(queue, ack="client-individual", prefetch=200)
+        while True:
+            message = c.receive(15.0)
+            c.ack(message, receipt=True)
+            if message.headers.get("x-key") == "end":
+                return got
+            got.append(message)

@@ -16,7 +16,7 @@ import pytest
 from queueit import Message, ReceiveTimeout
 from queueit.stomp import Command
 
-from .broker_proc import CrashBroker, client
+from .broker_proc import CrashBroker, client, drain
 from .ledger import body_for
 from .load import RawConnection
 
@@ -31,20 +31,6 @@ def _send(address: tuple[str, int], queue: str, keys: list[str]) -> None:
     with client(address) as producer:
         for key in keys:
             producer.send(queue, body_for(key), headers={"persistent": "true", "x-key": key}, receipt=True)
-
-
-def _drain(address: tuple[str, int], queue: str) -> list[Message]:
-    """Everything in ``queue`` up to a sentinel sent now, all acked with receipts."""
-    got: list[Message] = []
-    with client(address) as c:
-        c.send(queue, b"end", headers={"persistent": "true", "x-key": "end"}, receipt=True)
-        c.subscribe(queue, ack="client-individual", prefetch=200)
-        while True:
-            message = c.receive(15.0)
-            c.ack(message, receipt=True)
-            if _key(message) == "end":
-                return got
-            got.append(message)
 
 
 def test_clean_restart_keeps_unacked_and_forgets_acked(tmp_path: Path) -> None:
@@ -90,7 +76,7 @@ def test_clean_restart_keeps_unacked_and_forgets_acked(tmp_path: Path) -> None:
         consumer.close()
         assert broker.bad_log_lines() == []
         broker = CrashBroker.start(data, logs / "life-1.log")
-        a_after, b_after = _drain(broker.address, A), _drain(broker.address, B)
+        a_after, b_after = drain(broker.address, A), drain(broker.address, B)
         for after, keys, acked, held in (
             (a_after, a_keys, a_acked, a_held),
             (b_after, b_keys, b_acked, b_held),
@@ -104,8 +90,8 @@ def test_clean_restart_keeps_unacked_and_forgets_acked(tmp_path: Path) -> None:
         # Everything is acked now: after another clean restart nothing is left.
         assert broker.terminate() == 0
         broker = CrashBroker.start(data, logs / "life-2.log")
-        assert _drain(broker.address, A) == []
-        assert _drain(broker.address, B) == []
+        assert drain(broker.address, A) == []
+        assert drain(broker.address, B) == []
         assert broker.terminate() == 0
         assert [
             line

@@ -17,9 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from queueit import Message
-
-from .broker_proc import CrashBroker, client
+from .broker_proc import CrashBroker, client, drain
 from .ledger import body_for
 from .wal import FRAME_HEADER, Wal, read_wal
 
@@ -34,20 +32,6 @@ def _send(address: tuple[str, int], keys: list[str]) -> None:
     with client(address) as producer:
         for key in keys:
             producer.send(QUEUE, body_for(key), headers={"persistent": "true", "x-key": key}, receipt=True)
-
-
-def _drain(address: tuple[str, int]) -> list[Message]:
-    """Everything in the queue, up to a sentinel sent now; all acked."""
-    got: list[Message] = []
-    with client(address) as c:
-        c.send(QUEUE, b"end", headers={"persistent": "true", "x-key": "end"}, receipt=True)
-        c.subscribe(QUEUE, ack="client-individual", prefetch=100)
-        while True:
-            message = c.receive(15.0)
-            c.ack(message, receipt=True)
-            if message.headers["x-key"] == "end":
-                return got
-            got.append(message)
 
 
 def _damage(wal_path: Path, before: Wal, how: str, rng: random.Random) -> str:
@@ -106,7 +90,7 @@ def test_torn_wal_tail_keeps_every_receipted_message(tmp_path: Path, crash_seed:
 
         broker = CrashBroker.start(data, logs / "life-1.log")  # raises if it exits or hangs
         assert "recovery replayed" in broker.log(), "the cut-off WAL tail was not logged"
-        got = _drain(broker.address)
+        got = drain(broker.address, QUEUE)
         keys = [m.headers["x-key"] for m in got]
         assert len(keys) == len(set(keys)), f"delivered twice: {keys}"
         assert not acked & set(keys), (
@@ -130,7 +114,7 @@ def test_torn_wal_tail_keeps_every_receipted_message(tmp_path: Path, crash_seed:
         _send(broker.address, ["after-0"])
         broker.kill()
         broker = CrashBroker.start(data, logs / "life-2.log")
-        assert [m.headers["x-key"] for m in _drain(broker.address)] == ["after-0"]
+        assert [m.headers["x-key"] for m in drain(broker.address, QUEUE)] == ["after-0"]
         assert broker.terminate() == 0
         bad = [
             line
