@@ -94,13 +94,14 @@ class Permissions:
         return cls(("*",), ("*",), ("*",))
 
     def allows(self, permission: str, destination: str) -> bool:
-        return _allows(self, permission, destination)
+        patterns = self.write if permission == "write" else self.read if permission == "read" else self.admin
+        return _matches(patterns, destination)
 
 
 @functools.lru_cache(maxsize=65_536)
-def _allows(perms: Permissions, permission: str, destination: str) -> bool:
+def _matches(patterns: tuple[str, ...], destination: str) -> bool:
     # Checked on every SEND: cached, since glob matching costs more than the rest of a publish.
-    patterns: tuple[str, ...] = getattr(perms, permission)
+    # Keyed by the patterns (a tuple of str hashes in C), not by the Permissions dataclass.
     return any(fnmatchcase(destination, p) for p in patterns)
 
 

@@ -181,6 +181,7 @@ class Queue:
         "rejects",
         "settings",
         "special",
+        "stalled",
         "store",
     )
 
@@ -199,6 +200,7 @@ class Queue:
         #: It has limits, and refuses publishes past them (see check_room).
         self.rejects = s.overflow == "reject-publish" and bool(s.max_messages or s.max_bytes)
         self.special = bool(s.ttl or s.max_messages or s.max_bytes)
+        self.stalled = False  # see dispatch
         # Shared with the core (``is None``, not ``or``: an empty Leases is falsy).
         self.leases = Leases() if leases is None else leases
         #: Where messages that cannot be delivered go (set by the core); the default drops.
@@ -266,7 +268,8 @@ class Queue:
             message.due = 0
         self.store.put(message)
         if self.consumers:
-            self.dispatch(now_ms)
+            if not self.stalled:
+                self.dispatch(now_ms)
             if (
                 publisher is not None
                 and len(self.store) > FLOW_HIGH
@@ -278,7 +281,14 @@ class Queue:
                 publisher.block(self)
 
     def dispatch(self, now_ms: int) -> None:
-        """Hand ready messages to consumers that can take them, round-robin."""
+        """Hand ready messages to consumers that can take them, round-robin.
+
+        Ends ``stalled`` when no consumer could take more while messages wait: then a
+        publish does not look again (each consumer would say no), and whatever lets a
+        consumer take more (an ack, a flushed or resumed connection, a new consumer, a
+        lease that ran out) calls ``dispatch`` itself.
+        """
+        self.stalled = False
         consumers = self.consumers
         store = self.store
         if len(consumers) == 1:
@@ -290,6 +300,8 @@ class Queue:
                     break
                 if not self._expired(message, now_ms):
                     self._deliver(sub, message, now_ms)
+            else:
+                self.stalled = len(store) > 0
         while len(consumers) > 1:
             n = len(consumers)
             for _ in range(n):
@@ -298,6 +310,7 @@ class Queue:
                 if sub.can_take():
                     break
             else:
+                self.stalled = len(store) > 0
                 break
             message = store.take()
             if message is None:

@@ -23,6 +23,10 @@ class Command(enum.Enum):
     RECEIPT = "RECEIPT"
     ERROR = "ERROR"
 
+    # Members are singletons compared by identity: hash them by identity too, in C.
+    # (Enum's own __hash__ is Python code, and a command is hashed on every frame.)
+    __hash__ = object.__hash__
+
 
 #: Lookup from the raw command line; commands are case-sensitive.
 COMMANDS_BY_NAME: dict[bytes, Command] = {c.value.encode("ascii"): c for c in Command}

@@ -45,6 +45,7 @@ class FrameParser:
         "_head_scan",
         "_header_end",
         "_last_lf",
+        "_max_body_digits",
         "heartbeats",
         "limits",
         "max_frame_size",
@@ -54,6 +55,7 @@ class FrameParser:
     def __init__(self, limits: Limits, *, max_frame_size: int | None = None) -> None:
         self.limits = limits
         self.max_frame_size = limits.pre_connect_frame_size if max_frame_size is None else max_frame_size
+        self._max_body_digits = len(str(limits.max_body_size))
         self.version = V10
         #: EOLs seen between frames (heart-beats); the owner may read and reset it.
         self.heartbeats = 0
@@ -285,7 +287,7 @@ class FrameParser:
             )
         # Compare digit counts first: int() refuses strings of more than 4300 digits.
         digits = text.lstrip("0")
-        if len(digits) > len(str(self.limits.max_body_size)):
+        if len(digits) > self._max_body_digits:
             raise self._too_large(headers.get("receipt"))
         length = int(digits or "0")
         if length > self.limits.max_body_size or self._body_start + length + 1 > self.max_frame_size:
