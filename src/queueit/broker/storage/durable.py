@@ -87,6 +87,8 @@ SCHEDULE_CHUNK = 1_000  # built on the loop thread: small reads keep its stalls 
 #: Read delayed messages back this long before they are due.
 SCHEDULE_LOOKAHEAD_MS = 2_000
 INFINITY = (2**63, 2**63)
+#: Reads write nothing: they never make a receipt wait for an fsync.
+READ = SyncPolicy("never")
 
 Reply = Callable[[list[Row]], None]
 Posted = Callable[[Callable[[], None]], object]
@@ -295,7 +297,7 @@ class DurableStore:
         self._sched_mark = self.last_seq
         self._sched_first_since = None
         after = None if self._sched_cursor == (-1, -1) else self._sched_cursor
-        self.submit((LOAD_DUE, self._schedule_loaded, after, SCHEDULE_CHUNK), ALWAYS)
+        self.submit((LOAD_DUE, self._schedule_loaded, after, SCHEDULE_CHUNK), READ)
 
     def _schedule_loaded(self, rows: list[Row]) -> None:
         self._sched_loading = False
@@ -506,7 +508,7 @@ class DurableQueueStore:
             reply(held + [self.message_from(r) for r in rows if r[L_SEQ] <= mark])
 
         op = (LOAD, rows_read, self.id, after, limit - len(held), frozenset(self._taken), 0)
-        self._store.submit(op, self.policy)
+        self._store.submit(op, READ)
 
     def purge(self) -> int:
         count = len(self._window) + self._spilled_total
@@ -593,7 +595,7 @@ class DurableQueueStore:
                 self._loaded(rows, generation)
 
         op = (LOAD, reply, self.id, after, limit, frozenset(self._taken), expired_by)
-        self._store.submit(op, self.policy)
+        self._store.submit(op, READ)
 
     def message_from(self, row: Row) -> Message:
         deliveries = row[L_DELIVERIES]
