@@ -20,13 +20,15 @@ thread uses it (schema, recovery); after, only the writer thread does, until
 Group commit: the writer takes every operation queued so far as one batch, applies it in
 one transaction and commits; operations that arrive meanwhile form the next batch. So
 one commit (and one fsync) covers every write that arrived while the previous one ran.
+A batch nobody waits for (no receipt asked, no read) may wait ``LAZY_SECONDS`` for more.
 
 What each fsync protects (``PRAGMA synchronous=NORMAL``: SQLite itself syncs only at
 checkpoints, we add the rest):
 
-* after a commit of a batch holding a write of an ``always`` queue: ``fdatasync`` of the
-  WAL, before any receipt of that batch is sent. It protects receipted SENDs, COMMITs
-  and ACKs against an OS crash or power loss.
+* when a receipt waits for a write of an ``always`` queue (``request_sync``):
+  ``fdatasync`` of the WAL after the commit that holds it, before the receipt is sent.
+  It protects receipted SENDs, COMMITs and ACKs against an OS crash or power loss.
+  Writes nobody asked a receipt for ride on the next such fsync (they promised nothing).
 * ``interval:<ms>`` queues: the same ``fdatasync``, at most ``ms`` after the commit.
 * at a checkpoint SQLite syncs the WAL, then the database file, so that the WAL can be
   reused; at shutdown the ``clean`` mark is committed and synced.
