@@ -841,15 +841,7 @@ def parse_args(argv_: Sequence[str] | None) -> argparse.Namespace:
         help="directory for DATE-persistent-issue3.jsonl (appended) and the summary"
         " (default: benchmarks/results; a new temp dir with --quick)",
     )
-    ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
-    ap.add_argument("--port", type=int, default=brokers.DEFAULT_PORT, help="queueit's port (default 61613)")
-    ap.add_argument("--repo", type=Path, default=REPO, help="queueit checkout with .venv (default: this one)")
-    ap.add_argument("--subject", default="queueit", help="broker compared with the best other (queueit)")
-    ap.add_argument("--no-warmup", action="store_true", help="skip the unrecorded warm-up runs")
-    ap.add_argument("--pause", type=float, default=2.0, help="seconds between runs (default 2)")
-    ap.add_argument("--stompbench", type=Path, help="use this stompbench binary instead of building one")
-    ap.add_argument("--target-dir", type=Path, default=sb.DEFAULT_TARGET_DIR, help="cargo --target-dir")
-    ap.add_argument("--summarize", type=Path, metavar="JSONL", help="only print the table for saved runs")
+    sb.common_args(ap)
     args = ap.parse_args(argv_)
     if args.rounds < 0 or args.s6_rounds < 0:
         ap.error("--rounds/--s6-rounds must not be negative")

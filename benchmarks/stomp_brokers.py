@@ -191,6 +191,21 @@ def warmup_runs(shape: Shape) -> list[tuple[tuple[str, ...], int]]:
 # --------------------------------------------------------------------------------------------- stompbench
 
 
+def common_args(ap: argparse.ArgumentParser) -> None:
+    """The options every benchmark harness here shares (body size, broker, stompbench, output)."""
+    ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
+    ap.add_argument("--port", type=int, default=brokers.DEFAULT_PORT, help="queueit's port (default 61613)")
+    ap.add_argument("--repo", type=Path, default=REPO, help="queueit checkout with .venv (default: this one)")
+    ap.add_argument("--subject", default="queueit", help="broker compared with the best other (queueit)")
+    ap.add_argument("--no-warmup", action="store_true", help="skip the unrecorded warm-up runs")
+    ap.add_argument("--pause", type=float, default=2.0, help="seconds between runs (default 2)")
+    ap.add_argument("--stompbench", type=Path, help="use this stompbench binary instead of building one")
+    ap.add_argument(
+        "--target-dir", type=Path, default=DEFAULT_TARGET_DIR, help="cargo --target-dir (default %(default)s)"
+    )
+    ap.add_argument("--summarize", type=Path, metavar="JSONL", help="only print the table for saved runs")
+
+
 def parse_lists(ap: argparse.ArgumentParser, args: argparse.Namespace, scenario_names: Sequence[str]) -> None:
     """``--brokers`` and ``--scenarios`` (comma lists) into ``args.broker_list``/``scenario_list``."""
     args.broker_list = [b.strip() for b in args.brokers.split(",") if b.strip()]
@@ -501,17 +516,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="S5 as in baselines.md: persistent, receipts window 64, client-individual prefetch 64",
     )
-    ap.add_argument("--size", type=int, default=1024, help="body bytes (default 1024)")
-    ap.add_argument("--port", type=int, default=brokers.DEFAULT_PORT, help="queueit's port (default 61613)")
-    ap.add_argument("--repo", type=Path, default=REPO, help="queueit checkout with .venv (default: this one)")
-    ap.add_argument("--subject", default="queueit", help="broker compared with the best other (queueit)")
-    ap.add_argument("--no-warmup", action="store_true", help="skip the unrecorded warm-up runs")
-    ap.add_argument("--pause", type=float, default=2.0, help="seconds between runs (default 2)")
-    ap.add_argument("--stompbench", type=Path, help="use this stompbench binary instead of building one")
-    ap.add_argument(
-        "--target-dir", type=Path, default=DEFAULT_TARGET_DIR, help="cargo --target-dir (default %(default)s)"
-    )
-    ap.add_argument("--summarize", type=Path, metavar="JSONL", help="only print the table for saved runs")
+    common_args(ap)
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error("--rounds must be at least 1")

@@ -103,14 +103,11 @@ def _limit(raw: str | None) -> int:
 def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> dict[str, Any]:
     perms = s.user.permissions
 
-    def need(destination: str) -> None:
-        _need(s, destination)
-
     if command == "stat":
         return stat(core, lambda d: perms.allows("admin", d))
     if command == "exchange-declare":
         name = check_name(h.get("name", ""), "exchange")
-        need(f"/exchange/{name}")
+        _need(s, f"/exchange/{name}")
         try:
             kind = ExchangeType(h.get("type", "direct"))
         except ValueError:
@@ -119,7 +116,7 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
         return {}
     if command == "exchange-delete":
         name = h.get("name", "")
-        need(f"/exchange/{name}")
+        _need(s, f"/exchange/{name}")
         exchange = core.exchanges.get(name)
         if exchange is None or exchange.builtin:
             raise InvalidDestination(f"No deletable exchange named {name!r}.")
@@ -129,8 +126,8 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
         return {}
     if command in ("bind", "unbind"):
         exchange_name, queue_name, key = h.get("exchange", ""), h.get("queue", ""), h.get("key", "")
-        need(f"/exchange/{exchange_name}")
-        need(f"/queue/{queue_name}")
+        _need(s, f"/exchange/{exchange_name}")
+        _need(s, f"/queue/{queue_name}")
         if command == "bind":
             core.bind(exchange_name, queue_name, key)
         else:
@@ -141,7 +138,7 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
         return {}
     if command in ("queue-purge", "queue-delete"):
         name = h.get("queue", "")
-        need(f"/queue/{name}")
+        _need(s, f"/queue/{name}")
         target = core.queues.get(name)
         if target is None or target.kind is not QueueKind.NAMED:
             raise InvalidDestination(f"No queue named {name!r}.")
