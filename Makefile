@@ -1,17 +1,20 @@
-# The two quick-start commands live here: `make serve` and `make test`.
+# The two quick-start commands live here: `make demo` and `make test`.
 # Both create .venv (scripts/setup) on first use.
 
-.PHONY: setup serve test lint typecheck pytest
+.PHONY: setup demo serve test lint typecheck pytest
 
 setup:
 	@./scripts/setup
+
+demo: setup
+	@.venv/bin/queueit demo
 
 serve: setup
 	@.venv/bin/queueit serve --data-dir ./data
 
 lint: setup
-	.venv/bin/ruff check src tests benchmarks
-	.venv/bin/ruff format --check src tests benchmarks
+	.venv/bin/ruff check src tests benchmarks examples
+	.venv/bin/ruff format --check src tests benchmarks examples
 
 typecheck: setup
 	.venv/bin/mypy

@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from .rabbitmq import RabbitNode, server_script, start_rabbit
 
 READY_RE = re.compile(r"ready on stomp://(?P<host>[0-9.]+):(?P<port>\d+)")
 
@@ -29,6 +31,18 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def wait_until(
+    condition: Callable[[], bool], what: str, timeout: float = 20.0, log: Callable[[], str] = str
+) -> None:
+    """Poll ``condition`` until it holds; fail naming ``what`` (and showing ``log()``) after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}\n{log()}")
 
 
 @dataclass
@@ -104,3 +118,16 @@ def broker(tmp_path: Path) -> Iterator[BrokerProcess]:
         rc = proc.stop()
         assert rc == 0, "broker did not shut down cleanly:\n" + "\n".join(proc.log)
         assert not any("Traceback" in line for line in proc.log), "\n".join(proc.log)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RabbitNode]:
+    """A RabbitMQ node of our own, started once per session (it takes seconds to boot)."""
+    script = server_script()
+    require(script is not None, "rabbitmq-server is not installed (apt-get install rabbitmq-server)")
+    assert script is not None
+    node = start_rabbit(tmp_path_factory.mktemp("rabbitmq"), script)
+    try:
+        yield node
+    finally:
+        node.stop()

@@ -5,7 +5,9 @@ Dependency rules (docs/broker.md, "Design"):
 * ``queueit.stomp`` is sans-I/O: it imports only the standard library, and none of
   asyncio, socket, ssl, selectors or logging;
 * ``queueit.broker.core`` and what it uses never import the session or the server;
-* the clients never import the broker; the CLI is imported by nobody.
+* the clients never import the broker; the CLI is imported by nobody;
+* transports import neither the jobs layer nor the broker; the jobs layer reaches brokers
+  only through ``queueit.transports``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import pytest
 import queueit
 import queueit.broker
 import queueit.client
+import queueit.jobs
 import queueit.stomp
+import queueit.transports
 
 SRC = Path(queueit.__file__).parent
 IO_MODULES = {"asyncio", "socket", "ssl", "selectors", "logging"}
@@ -83,8 +87,21 @@ def test_nothing_imports_the_cli_and_clients_do_not_import_the_broker(path: Path
             assert not name.startswith("queueit.broker"), f"{path} imports {name}"
 
 
+@pytest.mark.parametrize("path", modules_under("transports") + modules_under("jobs"), ids=lambda p: p.name)
+def test_transports_know_no_jobs_and_jobs_know_brokers_only_through_transports(path: Path) -> None:
+    for name in imports_of(path):
+        parts = name.split(".")
+        assert parts[:2] not in (["queueit", "cli"], ["queueit", "broker"]), f"{path} imports {name}"
+        if "transports" in path.parts:
+            assert parts[:2] != ["queueit", "jobs"], f"{path} imports {name}"
+        else:
+            assert parts[:2] not in (["queueit", "client"], ["queueit", "stomp"]), f"{path} imports {name}"
+
+
 @pytest.mark.parametrize(
-    "module", [queueit, queueit.stomp, queueit.client, queueit.broker], ids=lambda m: m.__name__
+    "module",
+    [queueit, queueit.stomp, queueit.client, queueit.broker, queueit.jobs, queueit.transports],
+    ids=lambda m: m.__name__,
 )
 def test_public_api_is_explicit_and_importable(module: object) -> None:
     # Sorting is ruff's job (RUF022); here: no duplicates, and every name is really there.

@@ -960,6 +960,40 @@ def test_leases_running_out_together_swap_their_messages_between_consumers() -> 
     assert (out_a.bodies(), out_b.bodies()) == ([b"2"], [b"1"])
 
 
+def test_a_paused_subscription_keeps_what_it_holds_and_takes_nothing_new() -> None:
+    core, _ = make()
+    producer, _ = connect(core)
+    a, out_a = connect(core)
+    core.handle(a, subscribe("/queue/q", "s", CI, prefetch_count="2"))
+    for body in (b"1", b"2", b"3"):
+        core.handle(producer, send("/queue/q", body))
+    held = [d.message for d in out_a.take()]
+    assert [m.body for m in held] == [b"1", b"2"]
+    core.handle(a, send("/queueit/flow", subscription="s", prefetch="0"))
+    core.handle(a, ack(held[0].id))  # acking frees a slot, but a paused subscription takes nothing
+    assert out_a.take() == []
+    core.handle(a, ack(held[1].id))
+    assert queue(core, "q").acked == 2
+    core.handle(a, send("/queueit/flow", subscription="gone", prefetch="1"))  # ignored
+    core.handle(a, send("/queueit/flow", subscription="s", prefetch="1"))
+    assert out_a.bodies() == [b"3"]
+    with pytest.raises(InvalidHeader, match="prefetch"):
+        core.handle(a, send("/queueit/flow", subscription="s"))
+    with pytest.raises(InvalidHeader, match="prefetch"):
+        core.handle(a, send("/queueit/flow", subscription="s", prefetch="-1"))
+
+
+def test_a_paused_auto_ack_subscription_takes_nothing() -> None:
+    core, _ = make()
+    producer, _ = connect(core)
+    a, out_a = connect(core)
+    core.handle(a, subscribe("/queue/q", "s"))
+    core.handle(a, send("/queueit/flow", subscription="s", prefetch="0"))
+    core.handle(producer, send("/queue/q", b"1"))
+    assert out_a.take() == []
+    assert len(queue(core, "q")) == 1
+
+
 def test_a_nacked_message_goes_to_another_consumer_when_one_can_take_it() -> None:
     core, _ = make()
     producer, _ = connect(core)

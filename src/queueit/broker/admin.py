@@ -73,7 +73,10 @@ def _dead_letters(
     limit = _limit(h.get("limit"))
     if command == "dlq-list":
         dead_letters.list_messages(
-            dlq, limit, lambda r: answer({"queue": name, "dead_letter_queue": dlq_name, **r})
+            dlq,
+            limit,
+            lambda r: answer({"queue": name, "dead_letter_queue": dlq_name, **r}),
+            with_bodies=h.get("detail") == "true",
         )
     elif command == "dlq-show":
         dead_letters.show_message(dlq, h.get("id", ""), answer)
@@ -83,7 +86,13 @@ def _dead_letters(
         else:
             dead_letters.redrive(core, dlq, h.get("id") or None, limit, answer)
     elif command == "dlq-purge":
-        answer({"purged": dlq.store.purge() if dlq is not None else 0})
+        only_id = h.get("id")
+        if not only_id:
+            answer({"purged": dlq.store.purge() if dlq is not None else 0})
+        elif dlq is None:
+            answer({"ok": False, "error": f"No message {only_id!r} among the dead letters.", "purged": 0})
+        else:
+            dead_letters.delete(core, dlq, only_id, answer)
     else:
         raise InvalidDestination(
             f"Unknown admin command {command!r}; use dlq-list, dlq-show, dlq-redrive or dlq-purge."

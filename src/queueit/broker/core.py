@@ -59,6 +59,8 @@ MAX_EPOCH_MS = 10**15  # year 33658: any larger ``expires`` is a mistake
 LOST_ACKS_KEPT = 10_000
 #: How often expired messages are looked for away from the head of their queue.
 SWEEP_INTERVAL_MS = 1_000
+#: NACK's ``error`` header (why a consumer rejected a message) is kept up to this length.
+MAX_ERROR_TEXT = 1_000
 
 
 @dataclass
@@ -238,6 +240,14 @@ class BrokerCore:
                 if not ev.headers.get("id"):
                     raise InvalidHeader("A lease extension needs the id header: the MESSAGE's ack id.")
                 return dest, 0, 0, 0
+            if dest.name == "flow":
+                if not ev.headers.get("subscription") or not ev.headers.get("prefetch"):
+                    raise InvalidHeader(
+                        "A flow change needs the subscription header (its id) and the prefetch header "
+                        "(0 pauses the subscription)."
+                    )
+                _int_header(ev.headers, "prefetch", 0, 0, 999_999_999)
+                return dest, 0, 0, 0
             if dest.name != "admin" or not ev.headers.get("reply-to"):
                 raise InvalidDestination("Send admin requests to /queueit/admin with a reply-to header.")
             return dest, 0, 0, 0
@@ -274,6 +284,8 @@ class BrokerCore:
         if dest.kind is Kind.ADMIN:
             if dest.name == "lease":
                 self._extend_lease(s, ev)
+            elif dest.name == "flow":
+                self._change_flow(s, ev)
             else:
                 self._admin(s, ev)
             return
@@ -360,8 +372,9 @@ class BrokerCore:
         queue = self.queues.get(name)  # not ``or``: an empty queue is falsy
         return self._create_queue(name, QueueKind.NAMED) if queue is None else queue
 
-    def _dead_letter(self, queue: Queue, messages: Sequence[Message], reason: str) -> None:
-        """Move taken messages to the queue's dead-letter queue (or drop them if it has none).
+    def _dead_letter(self, queue: Queue, messages: Sequence[Message], reason: str, error: str = "") -> None:
+        """Move taken messages to the queue's dead-letter queue (or drop them if it has none);
+        ``error`` (what the consumer found wrong) becomes ``x-dead-letter-error``.
 
         Each move is one journal transaction: the message is in exactly one of the two
         queues after a crash, never both, never neither.
@@ -388,6 +401,7 @@ class BrokerCore:
                     ("x-dead-letter-destination", message.destination),
                     ("x-dead-letter-deliveries", str(message.deliveries)),
                     ("x-dead-letter-time", str(now)),
+                    *((("x-dead-letter-error", error),) if error else ()),
                 ),
                 message.body,
                 True,  # a dead-lettered message is kept, whatever it was
@@ -661,7 +675,7 @@ class BrokerCore:
         now = self.now_ms()
         queue = sub.queue
         if ev.headers.get("requeue") == "false":
-            queue.dead_letter(queue, messages, reason)
+            queue.dead_letter(queue, messages, reason, ev.headers.get("error", "")[:MAX_ERROR_TEXT])
         else:
             for message in messages:
                 message.avoid = sub
@@ -680,6 +694,19 @@ class BrokerCore:
             return
         message = sub.unacked[ack_id]
         self.leases.add(sub, message, self.now_ms() + _int_header(ev.headers, "lease", 0, 1, MAX_MS))
+
+    def _change_flow(self, s: SessionState, ev: Send) -> None:
+        """SEND /queueit/flow with ``subscription`` (its id) and ``prefetch`` (0 pauses it).
+
+        A worker that stops taking jobs pauses its subscriptions and keeps acking the jobs it
+        runs: unlike UNSUBSCRIBE, pausing hands nothing back, and no new message arrives as
+        acks free prefetch slots. An unknown subscription id is ignored (it may have gone).
+        """
+        sub = s.subscriptions.get(ev.headers["subscription"])
+        if sub is None:
+            return
+        sub.prefetch = min(_int_header(ev.headers, "prefetch", 0, 0, 999_999_999), self.limits.max_unacked)
+        sub.queue.dispatch(self.now_ms())
 
     # -- transactions --------------------------------------------------------------------------
 

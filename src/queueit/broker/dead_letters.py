@@ -1,4 +1,5 @@
-"""Dead-letter queue tooling behind ``queueit dlq list|show|redrive|purge QUEUE``.
+"""Dead-letter queue tooling behind ``queueit dlq list|show|redrive|purge QUEUE``
+(and ``queueit failed``, which reads them as failed jobs).
 
 A dead-lettered message carries ``x-dead-letter-reason`` (rejected, invalid, expired,
 max-deliveries, overflow), ``x-dead-letter-queue`` (where it was), ``-destination`` (what
@@ -65,11 +66,12 @@ def detail(message: Message) -> dict[str, Any]:
     return {**summary(message), "headers": [list(pair) for pair in message.headers], "body": body}
 
 
-def list_messages(dlq: Queue | None, limit: int, respond: Respond) -> None:
+def list_messages(dlq: Queue | None, limit: int, respond: Respond, *, with_bodies: bool = False) -> None:
     if dlq is None:
         respond({"depth": 0, "messages": []})
         return
-    dlq.store.peek(limit, lambda ms: respond({"depth": len(dlq), "messages": [summary(m) for m in ms]}))
+    describe = detail if with_bodies else summary
+    dlq.store.peek(limit, lambda ms: respond({"depth": len(dlq), "messages": [describe(m) for m in ms]}))
 
 
 def show_message(dlq: Queue | None, message_id: str, respond: Respond) -> None:
@@ -90,7 +92,31 @@ def show_message(dlq: Queue | None, message_id: str, respond: Respond) -> None:
 
 def redrive(core: BrokerCore, dlq: Queue, only_id: str | None, limit: int, respond: Respond) -> None:
     """Move dead letters back to the queues they came from, oldest first."""
-    moved = 0
+    _take_out(core, dlq, only_id, limit, lambda m: core.redrive(dlq, m), "moved", respond)
+
+
+def delete(core: BrokerCore, dlq: Queue, only_id: str, respond: Respond) -> None:
+    """Delete the dead letter ``only_id``."""
+
+    def drop(message: Message) -> bool:
+        dlq.store.settle(message)
+        return True
+
+    _take_out(core, dlq, only_id, 1, drop, "purged", respond)
+
+
+def _take_out(
+    core: BrokerCore,
+    dlq: Queue,
+    only_id: str | None,
+    limit: int,
+    act: Callable[[Message], bool],
+    done: str,
+    respond: Respond,
+) -> None:
+    """Take dead letters (all up to ``limit``, or the one with ``only_id``) and ``act`` on
+    each; a message ``act`` declines, or that is not the one asked for, is put back."""
+    count = 0
     passed: list[Message] = []  # taken while looking for ``only_id``: put back at the end
     store = dlq.store
     dispatch = store.on_ready
@@ -102,26 +128,26 @@ def redrive(core: BrokerCore, dlq: Queue, only_id: str | None, limit: int, respo
         now = core.now_ms()
         dlq.dispatch(now)
         if error is not None:
-            respond({"ok": False, "error": error, "moved": moved})
+            respond({"ok": False, "error": error, done: count})
         else:
-            respond({"moved": moved, "left": len(dlq)})
+            respond({done: count, "left": len(dlq)})
 
     def step() -> None:
-        nonlocal moved
-        while moved < limit and len(passed) < MAX_BATCH:
+        nonlocal count
+        while count < limit and len(passed) < MAX_BATCH:
             message = store.take()
             if message is None:
                 if len(store):  # the next ones are being read back from disk
                     store.on_ready = step
                     return
                 break
-            if (only_id is not None and message.id != only_id) or not core.redrive(dlq, message):
-                passed.append(message)  # not the one asked for, or no queue to go back to
+            if (only_id is not None and message.id != only_id) or not act(message):
+                passed.append(message)
                 continue
-            moved += 1
+            count += 1
             if only_id is not None:
                 break
-        if only_id is not None and not moved:
+        if only_id is not None and not count:
             finish(f"No message {only_id!r} among the first {MAX_BATCH} dead letters.")
         else:
             finish()

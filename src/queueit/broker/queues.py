@@ -27,7 +27,7 @@ from __future__ import annotations
 import enum
 import heapq
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from ..stomp import AckMode
@@ -150,13 +150,19 @@ class Subscription:
         self.lease_ms = queue.settings.visibility_timeout  # a SUBSCRIBE header may shorten it
 
     def can_take(self) -> bool:
-        return self.outlet.writable and (self.ack_mode is AckMode.AUTO or len(self.unacked) < self.prefetch)
+        # prefetch 0 is a paused subscription (SEND /queueit/flow), whatever its ack mode.
+        return self.outlet.writable and (
+            len(self.unacked) < self.prefetch if self.ack_mode is not AckMode.AUTO else self.prefetch > 0
+        )
 
 
-DeadLetter = Callable[["Queue", Sequence[Message], str], None]
+class DeadLetter(Protocol):
+    """Moves taken messages of a queue to its dead-letter queue, with why (and what went wrong)."""
+
+    def __call__(self, queue: Queue, messages: Sequence[Message], reason: str, error: str = "") -> None: ...
 
 
-def _drop(queue: Queue, messages: Sequence[Message], reason: str) -> None:
+def _drop(queue: Queue, messages: Sequence[Message], reason: str, error: str = "") -> None:
     for message in messages:
         queue.store.settle(message)
 

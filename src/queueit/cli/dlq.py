@@ -25,7 +25,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("action", choices=["list", "show", "redrive", "purge"])
     p.add_argument("queue", help="the queue whose dead letters to handle (not the DLQ's own name)")
-    p.add_argument("--id", help="show: the message id (required); redrive: only this message")
+    p.add_argument("--id", help="show: the message id (required); redrive, purge: only this message")
     p.add_argument("--limit", type=positive_int, default=None, help="list/redrive at most N messages")
     p.add_argument("--json", action="store_true", help="print the raw JSON answer")
     connection_args(p)

@@ -7,13 +7,13 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import dlq, messaging, serve, users
+from . import demo, dlq, failed, messaging, serve, users, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="queueit",
-        description="queueit: an embedded STOMP 1.0-1.2 message broker with a CLI.",
+        description="queueit: an embedded STOMP 1.0-1.2 message broker, jobs and workers.",
         epilog="Start with 'queueit serve', then 'queueit send /queue/hello Hello' in another terminal.",
     )
     parser.add_argument("--version", action="version", version=f"queueit {__version__}")
@@ -22,6 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     messaging.register(sub)
     users.register(sub)
     dlq.register(sub)
+    worker.register(sub)
+    failed.register(sub)
+    demo.register(sub)
     return parser
 
 

@@ -116,12 +116,24 @@ class FrameBuilder:
         ack_id = message.ack or message.message_id
         return self.send(LEASE_DESTINATION, b"", {"id": ack_id, "lease": str(lease_ms)}, None, None, receipt)
 
+    def flow(self, sub_id: str, prefetch: int, receipt: str | None) -> bytes:
+        """SEND /queueit/flow: change a subscription's prefetch; 0 pauses it (a queueit extension)."""
+        if not 0 <= prefetch <= 999_999_999:
+            raise ValueError(f"prefetch must be from 0 to 999999999, got {prefetch}")
+        headers = {"subscription": sub_id, "prefetch": str(prefetch)}
+        return self.send(FLOW_DESTINATION, b"", headers, None, None, receipt)
 
-def nack_headers(requeue: bool, delay_ms: int | None, reason: str | None) -> dict[str, str]:
-    """NACK's queueit headers: drop to the dead-letter queue, or come back after a delay."""
+
+def nack_headers(
+    requeue: bool, delay_ms: int | None, reason: str | None, error: str | None = None
+) -> dict[str, str]:
+    """NACK's queueit headers: drop to the dead-letter queue (saying why), or come back after
+    a delay."""
     headers = {}
     if not requeue:
         headers["requeue"] = "false"
+        if error:
+            headers["error"] = error[:1000]
     if delay_ms:
         headers["delay"] = str(delay_ms)
     if reason is not None:
@@ -132,6 +144,7 @@ def nack_headers(requeue: bool, delay_ms: int | None, reason: str | None) -> dic
 
 
 LEASE_DESTINATION = "/queueit/lease"
+FLOW_DESTINATION = "/queueit/flow"
 
 
 def refused(event: ServerError) -> ServerRefused:

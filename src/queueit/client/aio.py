@@ -172,17 +172,23 @@ class AsyncClient:
         requeue: bool = True,
         delay_ms: int | None = None,
         reason: str | None = None,
+        error: str | None = None,
         receipt: bool = False,
     ) -> None:
         """As :meth:`queueit.Client.nack`."""
         rid = self._frames.next_id("nack") if receipt else None
-        extra = nack_headers(requeue, delay_ms, reason)
+        extra = nack_headers(requeue, delay_ms, reason, error)
         await self._emit(self._frames.settle(Command.NACK, message, transaction, extra, rid), rid)
 
     async def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:
         """As :meth:`queueit.Client.extend_lease`."""
         rid = self._frames.next_id("lease") if receipt else None
         await self._emit(self._frames.extend_lease(message, lease_ms, rid), rid)
+
+    async def set_prefetch(self, sub_id: str, prefetch: int, *, receipt: bool = False) -> None:
+        """As :meth:`queueit.Client.set_prefetch`."""
+        rid = self._frames.next_id("flow") if receipt else None
+        await self._emit(self._frames.flow(sub_id, prefetch, rid), rid)
 
     async def begin(self, transaction: str | None = None) -> str:
         tx = transaction or self._frames.next_id("tx")

@@ -155,17 +155,29 @@ class Client:
         requeue: bool = True,
         delay_ms: int | None = None,
         reason: str | None = None,
+        error: str | None = None,
         receipt: bool = False,
     ) -> None:
         """Give ``message`` back: to its queue (after ``delay_ms``, if given), or with
-        ``requeue=False`` to the queue's dead-letter queue (``reason``: rejected or invalid)."""
-        self._settle(Command.NACK, message, transaction, nack_headers(requeue, delay_ms, reason), receipt)
+        ``requeue=False`` to the queue's dead-letter queue (``reason``: rejected or invalid;
+        ``error``: what was wrong, kept as ``x-dead-letter-error``)."""
+        self._settle(
+            Command.NACK, message, transaction, nack_headers(requeue, delay_ms, reason, error), receipt
+        )
 
     def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:
         """Keep a client-ack ``message`` leased to this connection for ``lease_ms`` more, so a
         long job is not delivered to another consumer meanwhile (queueit brokers only)."""
         rid = self._frames.next_id("lease") if receipt else None
         self._write(self._frames.extend_lease(message, lease_ms, rid))
+        if rid is not None:
+            self._wait_receipt(rid)
+
+    def set_prefetch(self, sub_id: str, prefetch: int, *, receipt: bool = False) -> None:
+        """Change how many unacked messages subscription ``sub_id`` may hold; 0 pauses it, and
+        it keeps what it holds (queueit brokers only)."""
+        rid = self._frames.next_id("flow") if receipt else None
+        self._write(self._frames.flow(sub_id, prefetch, rid))
         if rid is not None:
             self._wait_receipt(rid)
 

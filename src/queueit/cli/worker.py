@@ -1,0 +1,85 @@
+"""``queueit worker MODULE:APP``: run jobs in supervised worker processes."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from ..jobs.process import load_app
+from ..jobs.supervisor import run_supervisor
+from ..jobs.worker import WorkerSettings
+from .args import positive_int
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "worker",
+        help="run jobs: a supervisor with worker processes",
+        description=(
+            "Run the jobs of a queueit.App. A supervisor keeps --processes worker processes running, "
+            "each running --concurrency jobs at once (async jobs on its event loop, sync jobs in "
+            "threads). A job is acked after it finished; a crashed process's jobs are delivered again. "
+            "SIGTERM/SIGINT: stop taking jobs, let running ones finish (--shutdown-timeout), hand the "
+            "rest back; a second signal hands them back at once. SIGHUP: restart the processes "
+            "gracefully (new code, no job lost)."
+        ),
+        epilog="Example: queueit worker myproject.tasks:app --processes 2 --concurrency 16",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help="where the queueit.App is, e.g. myproject.tasks:app")
+    p.add_argument(
+        "--queues",
+        type=lambda t: tuple(q for q in t.split(",") if q),
+        default=(),
+        help="comma-separated queues to take jobs from (default: every queue the app's jobs use)",
+    )
+    p.add_argument("--processes", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument("--concurrency", type=positive_int, default=8, help="jobs per process at once (default 8)")
+    p.add_argument("--max-jobs", type=positive_int, help="replace a process after N jobs")
+    p.add_argument("--max-memory", type=positive_int, metavar="MB", help="replace a process above MB RSS")
+    p.add_argument("--max-time", type=positive_float, metavar="S", help="replace a process after S seconds")
+    p.add_argument(
+        "--shutdown-timeout",
+        type=positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds running jobs may take to finish when stopping (default 30)",
+    )
+    p.add_argument(
+        "--lease",
+        type=positive_float,
+        default=60.0,
+        metavar="S",
+        help="seconds a job is leased before another worker may get it; renewed while it runs (default 60)",
+    )
+    p.set_defaults(func=worker)
+
+
+def worker(args: argparse.Namespace) -> int:
+    try:
+        app = load_app(args.app)  # fail here, with the reason, rather than in every process
+        settings = WorkerSettings(
+            queues=args.queues,
+            concurrency=args.concurrency,
+            lease=args.lease,
+            max_jobs=args.max_jobs,
+            max_memory_mb=args.max_memory,
+            max_time=args.max_time,
+            shutdown_timeout=args.shutdown_timeout,
+        )
+    except ValueError as exc:
+        print(f"queueit worker: {exc}")
+        return 2
+    if not (settings.queues or app.queues() or app.listeners):
+        print(f"queueit worker: {args.app} has no jobs or listeners: nothing to work on")
+        return 2
+    return run_supervisor(args.app, settings, args.processes)

@@ -1,0 +1,31 @@
+"""Jobs and workers: define work (``@app.job`` or ``Queue`` classes), send it, run it.
+
+See ``docs/jobs.md`` for the guide and ``docs/delivery.md`` for the delivery contract.
+"""
+
+from .app import App
+from .context import JobContext, current
+from .definitions import Job, Queue, Sender
+from .envelope import Envelope, InvalidMessage
+from .middleware import Middleware
+from .options import JobOptions, JobTimeout, Retry, SendOptions
+from .worker import Exit, Worker, WorkerSettings
+
+__all__ = [
+    "App",
+    "Envelope",
+    "Exit",
+    "InvalidMessage",
+    "Job",
+    "JobContext",
+    "JobOptions",
+    "JobTimeout",
+    "Middleware",
+    "Queue",
+    "Retry",
+    "SendOptions",
+    "Sender",
+    "Worker",
+    "WorkerSettings",
+    "current",
+]

@@ -1,0 +1,345 @@
+"""``queueit.App``: the registry of jobs and the way to send them.
+
+An app is built from a transport URL and holds no connection until it sends. Sending from
+async code uses one producer connection per event loop; sending from sync code goes through
+a private event-loop thread (the *portal*), started on first use and stopped by
+:meth:`App.close`. Nothing happens at import time.
+
+Ownership: the job registry is filled while the app module is imported and only read after;
+producer transports belong to their event loop; the portal thread owns its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
+
+from ..transports import Outgoing, Transport, TransportClosed, open_transport
+from .arguments import to_json_value
+from .definitions import BatchJob, Handler, Job, Listener, Queue, QueueHandler
+from .envelope import Envelope
+from .middleware import Middleware
+from .options import JobOptions, Retry, SendOptions
+from .workflows import Pipeline, Step
+
+P = ParamSpec("P")
+R = TypeVar("R")
+T = TypeVar("T")
+
+DEFAULT_URL = "queueit://127.0.0.1:61613"
+
+
+class JobDecorator(Protocol):
+    """What ``@app.job(...)`` returns: makes any function a :class:`Job` of the same type."""
+
+    def __call__(self, fn: Callable[P, R], /) -> Job[P, R]: ...
+
+
+class App:
+    """Jobs, their queues, and the broker they go through.
+
+    Args:
+        url: ``queueit://host:port`` (queueit's broker, the default), ``amqp://...``
+            (RabbitMQ) or ``memory://`` (in-process, for tests).
+        middleware: hooks around enqueueing and processing (see :class:`Middleware`).
+        transport_factory: build transports another way than from ``url`` (tests).
+    """
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        middleware: Sequence[Middleware] = (),
+        transport_factory: Callable[[], Transport] | None = None,
+    ) -> None:
+        self.url = url
+        self.middleware: list[Middleware] = list(middleware)
+        self.handlers: dict[str, Handler] = {}
+        self.listeners: dict[str, Listener] = {}
+        if transport_factory is None:
+            open_transport(url)  # a bad URL fails here, where the app is built, not at first send
+        self._factory = transport_factory or (lambda: open_transport(url))
+        self._producers: dict[asyncio.AbstractEventLoop, asyncio.Future[Transport]] = {}
+        self._portal: _Portal | None = None
+        self._portal_lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<App {self.url} jobs={sorted(self.handlers)}>"
+
+    def open_transport(self) -> Transport:
+        """A new, unconnected transport to this app's broker."""
+        return self._factory()
+
+    def swap_transport(self, factory: Callable[[], Transport]) -> Callable[[], Transport]:
+        """Build transports with ``factory`` from now on; returns the previous factory.
+
+        Connections already open stay as they are; close them first (:meth:`close`). Used by
+        :class:`~queueit.jobs.testing.JobTester`.
+        """
+        previous, self._factory = self._factory, factory
+        return previous
+
+    # -- defining ----------------------------------------------------------------------------
+
+    @overload
+    def job(self, fn: Callable[P, R]) -> Job[P, R]: ...
+
+    @overload
+    def job(
+        self,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> JobDecorator: ...
+
+    def job(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> Any:
+        """Register a function (plain or ``async def``) as a job::
+
+            @app.job(queue="email", retries=5, timeout=30)
+            def send_email(to: str, subject: str) -> None: ...
+
+            send_email.send(to="a@example.com", subject="Hi")
+
+        Args:
+            name: the job's name in messages (default: ``module.function``).
+            queue: the queue its messages go to.
+            retries: further attempts after a failure (a :class:`Retry` with defaults).
+            retry: the full retry policy, instead of ``retries``.
+            timeout: seconds an attempt may run.
+            priority: the default priority (0-9, higher first).
+        """
+        options = JobOptions(
+            queue=queue,
+            retry=retry if retry is not None else Retry(retries=retries),
+            timeout=timeout,
+            priority=priority,
+        )
+
+        def register(f: Callable[..., Any]) -> Job[..., Any]:
+            job = Job(self, f, name or f"{f.__module__}.{f.__qualname__}", options)
+            self._add(job)
+            return job
+
+        return register if fn is None else register(fn)
+
+    def on(
+        self,
+        event: str,
+        *,
+        group: str | None = None,
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[[Any], R]], Callable[[Any], R]]:
+        """Register a listener of ``event`` (plain or ``async def``, taking the payload)::
+
+            @app.on("user.saved")
+            def update_search_index(user: dict) -> None: ...
+
+            app.emit("user.saved", {"id": 7})
+
+        Args:
+            group: listeners of one group share the events; each group gets every event
+                (default: one group per listener function).
+            retries, retry, timeout: as for :meth:`job`.
+        """
+        options = JobOptions(retry=retry if retry is not None else Retry(retries=retries), timeout=timeout)
+
+        def register(fn: Callable[[Any], R]) -> Callable[[Any], R]:
+            default = re.sub(r"[^A-Za-z0-9._:-]", "_", f"{fn.__module__}.{fn.__qualname__}")[-200:]
+            listener = Listener(event, group or default, fn, options)
+            if listener.name in self.listeners:
+                raise ValueError(f"{listener.name!r} is already registered; give it another group=")
+            self.listeners[listener.name] = listener
+            return fn
+
+        return register
+
+    def emit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
+        """Publish ``event`` with ``payload`` (a JSON value) to every listener group; returns its id."""
+        return self._portal_call(self.aemit(event, payload, headers=headers))
+
+    async def aemit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
+        """:meth:`emit` for async code."""
+        envelope = Envelope.new(f"event:{event}", event, (to_json_value(payload),), headers=headers)
+        for m in self.middleware:
+            m.before_enqueue(envelope)
+        outgoing = Outgoing(envelope.encode(), {"job": envelope.job, "job-id": envelope.id})
+        await self._produce(lambda t: t.broadcast(event, outgoing))
+        for m in self.middleware:
+            m.after_enqueue(envelope)
+        return envelope.id
+
+    def batch(
+        self,
+        *,
+        size: int,
+        wait: float,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[[list[T]], R]], BatchJob[T, R]]:
+        """Register a function of a list as a batch job::
+
+            @app.batch(queue="metrics", size=500, wait=2.0)
+            def store(points: list[dict]) -> None: ...
+
+            store.send({"cpu": 0.5})     # one item; a worker calls store([...]) in bulk
+
+        Args:
+            size: the most items one call gets.
+            wait: seconds to wait for more items after the first arrived.
+            name, queue, retries, retry, timeout: as for :meth:`job` (a failed call fails
+                each of its items, and each is retried on its own schedule).
+        """
+        options = JobOptions(
+            queue=queue, retry=retry if retry is not None else Retry(retries=retries), timeout=timeout
+        )
+
+        def register(fn: Callable[[list[T]], R]) -> BatchJob[T, R]:
+            job = BatchJob(self, fn, name or f"{fn.__module__}.{fn.__qualname__}", options, size, wait)
+            self._add(job)
+            return job
+
+        return register
+
+    def pipeline(self, *steps: Step) -> Pipeline:
+        """Steps run one after the other, each fed the previous result (see ``workflows``)."""
+        for step in steps:
+            if step.job not in self.handlers:
+                raise ValueError(f"pipeline step {step.job!r} is not a job of this app")
+        return Pipeline(self, steps)
+
+    def register(self, cls: type[Queue]) -> type[Queue]:
+        """Register a :class:`Queue` subclass (usable as a class decorator)."""
+        self._add(QueueHandler(self, cls))
+        return cls
+
+    def _add(self, handler: Handler) -> None:
+        if handler.name in self.handlers:
+            raise ValueError(f"a job named {handler.name!r} is already registered; give it another name=")
+        self.handlers[handler.name] = handler
+
+    def queues(self) -> list[str]:
+        """Every queue a registered job uses, sorted."""
+        return sorted({h.options.queue for h in self.handlers.values()})
+
+    def handler_for(self, envelope_job: str | None, queue: str) -> Handler | None:
+        """The handler of job ``envelope_job``; for a plain message (None), the one job of
+        ``queue`` if it has exactly one."""
+        if envelope_job is not None:
+            return self.handlers.get(envelope_job)
+        found = [h for h in self.handlers.values() if h.options.queue == queue]
+        return found[0] if len(found) == 1 else None
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def publish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
+        """Send from sync code (through the portal); returns the job id."""
+        return self._portal_call(self.apublish_envelope(envelope, options, job))
+
+    async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
+        """Send from async code; returns the job id once the broker holds the message."""
+        for m in self.middleware:
+            m.before_enqueue(envelope)
+        priority = options.priority if options.priority is not None else job.priority
+        outgoing = Outgoing(
+            envelope.encode(),
+            {"job": envelope.job, "job-id": envelope.id},
+            delay=options.delay_from(time.time()),
+            priority=priority,
+        )
+        await self.publish(envelope.queue, outgoing)
+        for m in self.middleware:
+            m.after_enqueue(envelope)
+        return envelope.id
+
+    async def publish(self, queue: str, message: Outgoing) -> None:
+        """Put one message on ``queue`` through this loop's producer (reconnecting once)."""
+        await self._produce(lambda t: t.publish(queue, message))
+
+    async def _produce(self, step: Callable[[Transport], Awaitable[None]]) -> None:
+        """Run ``step`` on this loop's producer; a lost connection is reopened once."""
+        for attempt in (1, 2):
+            transport = await self._producer()
+            try:
+                await step(transport)
+                return
+            except TransportClosed:
+                self._producers.pop(asyncio.get_running_loop(), None)
+                if attempt == 2:
+                    raise
+
+    async def _producer(self) -> Transport:
+        loop = asyncio.get_running_loop()
+        future = self._producers.get(loop)
+        if future is None:
+            future = self._producers[loop] = loop.create_future()
+            transport = self.open_transport()
+            try:
+                await transport.connect()
+            except BaseException as exc:
+                del self._producers[loop]
+                future.set_exception(exc)
+                future.exception()  # retrieved: no "never retrieved" warning
+                raise
+            future.set_result(transport)
+        return await asyncio.shield(future)
+
+    def _portal_call(self, coro: Coroutine[Any, Any, T]) -> T:
+        with self._portal_lock:
+            if self._portal is None:
+                self._portal = _Portal()
+            portal = self._portal
+        return portal.call(coro)
+
+    async def aclose(self) -> None:
+        """Close this loop's producer connection."""
+        future = self._producers.pop(asyncio.get_running_loop(), None)
+        if future is not None and future.done() and not future.exception():
+            await future.result().close()
+
+    def close(self) -> None:
+        """Close the sync portal and its connection (sending from sync code opens them again)."""
+        with self._portal_lock:
+            portal, self._portal = self._portal, None
+        if portal is not None:
+            portal.call(self.aclose())
+            portal.stop()
+
+
+class _Portal:
+    """An event loop in a daemon thread, for sync callers."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="queueit-portal", daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+        self.loop.close()

@@ -1,0 +1,187 @@
+"""The job envelope: what a queued job looks like on the wire (version 1).
+
+A job message body is one UTF-8 JSON object (documented in ``docs/jobs.md``, "The envelope")::
+
+    {
+      "queueit": 1,                      # envelope version; a consumer refuses versions it does not know
+      "id": "4f0c…",                     # job id: unique, kept across retries
+      "job": "send_email",               # the registered job name
+      "queue": "email",
+      "args": [],                        # positional arguments (JSON values)
+      "kwargs": {"to": "a@example.com"}, # keyword arguments (JSON values)
+      "attempt": 0,                      # attempts made before this one
+      "created_at": 1764230000123,       # epoch milliseconds when first sent
+      "trace_id": "9b1d…",               # kept across retries, workflows and events it causes
+      "headers": {},                     # free string metadata
+      "errors": []                       # one entry per failed attempt: attempt, type, message,
+                                         # traceback, at (epoch ms)
+    }
+
+Unknown fields are kept when the worker re-publishes a job (a retry), so newer producers can
+add fields without breaking older workers. A body that is JSON but not an envelope (the talk's
+PHP ``json_encode([...])``) is a *plain message*: :func:`decode` returns it as such and the
+queue's handler takes it as its argument.
+
+Errors: :class:`InvalidMessage` (not UTF-8, not JSON, or a malformed envelope). It is never
+retried: the worker moves the raw bytes to the dead-letter queue with the reason.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+VERSION = 1
+#: Error entries an envelope keeps (the oldest are dropped first); tracebacks are cut to this size.
+MAX_ERRORS = 20
+MAX_TRACEBACK = 8_000
+
+
+class InvalidMessage(ValueError):
+    """A message that cannot become a job; the reason is the message text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    id: str
+    job: str
+    queue: str
+    args: tuple[Any, ...] = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+    attempt: int = 0
+    created_at: int = 0
+    trace_id: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    errors: tuple[Mapping[str, Any], ...] = ()
+    extra: Mapping[str, Any] = field(default_factory=dict)  # fields this version does not know
+
+    @classmethod
+    def new(
+        cls,
+        job: str,
+        queue: str,
+        args: tuple[Any, ...] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        headers: Mapping[str, str] | None = None,
+        trace_id: str | None = None,
+        job_id: str | None = None,
+    ) -> Envelope:
+        return cls(
+            id=job_id or uuid.uuid4().hex,
+            job=job,
+            queue=queue,
+            args=tuple(args),
+            kwargs=dict(kwargs or {}),
+            created_at=int(time.time() * 1000),
+            trace_id=trace_id or uuid.uuid4().hex,
+            headers=dict(headers or {}),
+        )
+
+    def encode(self) -> bytes:
+        """The JSON body.
+
+        Raises:
+            TypeError: an argument is not a JSON value (str, int, float, bool, None, list, dict).
+        """
+        document = {
+            **self.extra,
+            "queueit": VERSION,
+            "id": self.id,
+            "job": self.job,
+            "queue": self.queue,
+            "args": list(self.args),
+            "kwargs": dict(self.kwargs),
+            "attempt": self.attempt,
+            "created_at": self.created_at,
+            "trace_id": self.trace_id,
+            "headers": dict(self.headers),
+            "errors": list(self.errors),
+        }
+        try:
+            return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"job {self.job!r}: arguments must be JSON values (str, int, float, bool, None, list, "
+                f"dict, or a pydantic/msgspec model): {exc}"
+            ) from None
+
+    def next_attempt(self, error: Mapping[str, Any]) -> Envelope:
+        """This job after a failed attempt: one more attempt made, the error recorded."""
+        return replace(self, attempt=self.attempt + 1, errors=(*self.errors, error)[-MAX_ERRORS:])
+
+    def failed(self, error: Mapping[str, Any]) -> Envelope:
+        """The record kept for a job out of retries: ready to run again with fresh retries
+        (``attempt`` 0) when redriven, every error kept in ``errors``."""
+        return replace(self, attempt=0, errors=(*self.errors, error)[-MAX_ERRORS:])
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    """A JSON message that is not an envelope, published by any client in any language."""
+
+    value: Any
+
+
+def decode(body: bytes) -> Envelope | Plain:
+    """An envelope or a plain JSON message.
+
+    Raises:
+        InvalidMessage: not UTF-8 JSON, or an envelope with a missing or mistyped field, or a
+            version this worker does not know.
+    """
+    try:
+        text = body.decode("utf-8")  # json.loads(bytes) would also guess UTF-16 and UTF-32
+    except UnicodeDecodeError:
+        raise InvalidMessage("the body is not UTF-8 text") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise InvalidMessage(f"the body is not JSON: {exc}") from None
+    if not isinstance(value, dict) or "queueit" not in value:
+        return Plain(value)
+    version = value.pop("queueit")
+    if version != VERSION:
+        raise InvalidMessage(
+            f"envelope version {version!r} is not one this worker reads (it reads {VERSION})"
+        )
+    known = {
+        "id": str,
+        "job": str,
+        "queue": str,
+        "args": list,
+        "kwargs": dict,
+        "attempt": int,
+        "created_at": int,
+        "trace_id": str,
+        "headers": dict,
+        "errors": list,
+    }
+    for name, kind in known.items():
+        if name in ("id", "job") and name not in value:
+            raise InvalidMessage(f"the envelope has no {name!r} field")
+        found = value.get(name)
+        if name in value and (not isinstance(found, kind) or (kind is int and isinstance(found, bool))):
+            raise InvalidMessage(f"the envelope's {name!r} field must be a JSON {kind.__name__}")
+    headers = value.get("headers", {})
+    if not all(isinstance(v, str) for v in headers.values()):
+        raise InvalidMessage("the envelope's headers must all be strings")
+    if value.get("attempt", 0) < 0:
+        raise InvalidMessage("the envelope's attempt must not be negative")
+    return Envelope(
+        id=value.pop("id"),
+        job=value.pop("job"),
+        queue=value.pop("queue", ""),
+        args=tuple(value.pop("args", ())),
+        kwargs=value.pop("kwargs", {}),
+        attempt=value.pop("attempt", 0),
+        created_at=value.pop("created_at", 0),
+        trace_id=value.pop("trace_id", ""),
+        headers=value.pop("headers", {}),
+        errors=tuple(e for e in value.pop("errors", ()) if isinstance(e, dict)),
+        extra=value,
+    )

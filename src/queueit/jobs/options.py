@@ -1,0 +1,129 @@
+"""What a job may be told: its retry policy and its per-job options (one typed value each).
+
+Options never share a namespace with job arguments: a job's arguments are its own, and the
+framework's options travel in :class:`JobOptions` (set by ``@app.job(...)``) and
+:class:`SendOptions` (set per message by ``job.send_with(...)``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..transports.base import check_queue_name
+
+#: A job may not run longer than this, whatever its timeout says (one day).
+MAX_TIMEOUT = 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """When and how often a failed job runs again.
+
+    A failed attempt ``n`` (1 for the first) waits ``min(cap, base * factor**(n-1))`` seconds,
+    with full jitter when ``jitter`` (a random delay from half that value to all of it), before
+    the next attempt. ``retries`` is how many times it runs again after the first attempt.
+
+    Attributes:
+        retries: further attempts after the first (0: fail at the first error).
+        base: seconds before the first retry.
+        factor: growth per attempt.
+        cap: the longest wait, in seconds.
+        jitter: spread retries of many jobs that failed together.
+        retry_on: exception types that are retried (others fail at once).
+        fail_on: exception types that fail at once even when ``retry_on`` matches.
+    """
+
+    retries: int = 3
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 3600.0
+    jitter: bool = True
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+    fail_on: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.retries <= 1000:
+            raise ValueError(f"retries must be from 0 to 1000, got {self.retries}")
+        if self.base < 0 or self.factor < 1 or self.cap < 0:
+            raise ValueError("retry base and cap must not be negative, and factor must be at least 1")
+
+    def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
+        """Seconds to wait after failed attempt ``attempt`` (1-based)."""
+        wait = min(self.cap, self.base * self.factor ** min(attempt - 1, 64))
+        return wait * (0.5 + rand() / 2) if self.jitter else wait
+
+    def should_retry(self, error: BaseException, attempt: int) -> bool:
+        """Whether failed attempt ``attempt`` (1-based) with ``error`` runs again."""
+        if isinstance(error, self.fail_on) or not isinstance(error, self.retry_on):
+            return False
+        return attempt <= self.retries
+
+
+@dataclass(frozen=True, slots=True)
+class JobOptions:
+    """Options of one job definition.
+
+    Attributes:
+        queue: the queue its messages go to.
+        retry: the retry policy.
+        timeout: seconds an attempt may run; over it, the attempt fails with
+            :class:`JobTimeout` (and is retried or failed by ``retry``). None: no limit
+            but :data:`MAX_TIMEOUT`.
+        priority: the default priority of its messages (0-9, higher first); None: 4.
+    """
+
+    queue: str = "default"
+    retry: Retry = field(default_factory=Retry)
+    timeout: float | None = None
+    priority: int | None = None
+
+    def __post_init__(self) -> None:
+        check_queue_name(self.queue)
+        if self.timeout is not None and not 0 < self.timeout <= MAX_TIMEOUT:
+            raise ValueError(f"timeout must be from 0 to {MAX_TIMEOUT:g} seconds, got {self.timeout}")
+        if self.priority is not None and not 0 <= self.priority <= 9:
+            raise ValueError(f"priority must be from 0 to 9, got {self.priority}")
+
+
+@dataclass(frozen=True, slots=True)
+class SendOptions:
+    """Options of one message (``job.send_with(...)``).
+
+    Attributes:
+        delay: seconds the broker holds the job before it can run.
+        eta: epoch seconds before which it does not run (instead of ``delay``).
+        priority: 0-9, higher first; None: the job's default.
+        queue: another queue than the job's.
+        headers: string metadata carried in the envelope.
+        job_id: the job's id (default: a new random one).
+    """
+
+    delay: float | None = None
+    eta: float | None = None
+    priority: int | None = None
+    queue: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    job_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.delay is not None and self.eta is not None:
+            raise ValueError("give delay or eta, not both")
+        if self.delay is not None and self.delay < 0:
+            raise ValueError(f"delay must not be negative, got {self.delay}")
+        if self.priority is not None and not 0 <= self.priority <= 9:
+            raise ValueError(f"priority must be from 0 to 9, got {self.priority}")
+        if self.queue is not None:
+            check_queue_name(self.queue)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in self.headers.items()):
+            raise TypeError("headers must map strings to strings")
+
+    def delay_from(self, now: float) -> float:
+        if self.eta is not None:
+            return max(0.0, self.eta - now)
+        return self.delay or 0.0
+
+
+class JobTimeout(Exception):
+    """An attempt ran longer than its job's timeout."""

@@ -1,0 +1,139 @@
+"""One worker process: ``python -m queueit.jobs.process SETTINGS_JSON`` (started by the supervisor).
+
+Signals: the first SIGTERM or SIGINT stops taking jobs and lets running ones finish up to the
+shutdown timeout; a second hands them back at once. The exit code tells the supervisor what
+to do next: :data:`EXIT_STOPPED` (done), :data:`EXIT_REPLACE` (start a fresh process now:
+recycled, or a sync job overran its hard timeout), anything else is a crash (restart with
+back-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from .app import App
+from .worker import Exit, Worker, WorkerSettings
+
+EXIT_STOPPED = 0
+EXIT_REPLACE = 75  # EX_TEMPFAIL
+EXIT_BAD_APP = 78  # EX_CONFIG: the app cannot be loaded; restarting will not help
+#: The supervisor passes a pipe's write end in this variable; a byte on it says "ready for signals".
+READY_FD_ENV = "QUEUEIT_READY_FD"
+
+log = logging.getLogger("queueit.worker")
+
+
+def load_app(spec: str) -> App:
+    """The :class:`App` named by ``module:attribute`` (the current directory is importable).
+
+    Raises:
+        ValueError: the spec is malformed, the module cannot be imported, or the attribute
+            is missing or not an App.
+    """
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"give the app as MODULE:ATTRIBUTE, e.g. myproject.tasks:app (got {spec!r})")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name!r}: {exc}") from exc
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise ValueError(f"{module_name}.{attribute} is not a queueit.App (it is {type(app).__name__})")
+    return app
+
+
+def settings_to_json(app_spec: str, settings: WorkerSettings) -> str:
+    return json.dumps({"app": app_spec, "settings": asdict(settings)})
+
+
+def settings_from_json(text: str) -> tuple[str, WorkerSettings]:
+    document: dict[str, Any] = json.loads(text)
+    raw = document["settings"]
+    raw["queues"] = tuple(raw["queues"])
+    raw["reconnect_delays"] = tuple(raw["reconnect_delays"])
+    return document["app"], WorkerSettings(**raw)
+
+
+def die_with_parent() -> None:
+    """Ask Linux to send SIGTERM when the supervisor dies (even by ``kill -9``)."""
+    path = ctypes.util.find_library("c")
+    if path is None or not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(path, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
+async def serve(app: App, settings: WorkerSettings, early: list[int] | None = None) -> Exit:
+    """Run a worker until signalled; ``early`` holds signals that came while the process started."""
+    worker = Worker(app, settings)
+    loop = asyncio.get_running_loop()
+    signals = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals
+        signals += 1
+        log.info("%s: %s", signal.Signals(signum).name, "stopping now" if signals > 1 else "stopping")
+        worker.stop(now=signals > 1)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    for number in early or ():  # read after the handlers are in place: none is missed
+        on_signal(number)
+    return await worker.run()
+
+
+def main(argv: list[str]) -> int:
+    logging.basicConfig(
+        level=os.environ.get("QUEUEIT_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s",
+        stream=sys.stderr,
+    )
+    # A stop signal may come while the app is still importing (a reload right after a
+    # start): count it, and stop as soon as the worker exists, instead of dying mid-import.
+    early: list[int] = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: early.append(signum))
+    die_with_parent()
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles reloads
+    ready_fd = os.environ.pop(READY_FD_ENV, "")
+    if ready_fd.isdigit():
+        with contextlib.suppress(OSError):
+            os.write(int(ready_fd), b"1")
+            os.close(int(ready_fd))
+    app_spec, settings = settings_from_json(argv[0])
+    try:
+        app = load_app(app_spec)
+    except ValueError as exc:
+        log.error("%s", exc)
+        return EXIT_BAD_APP
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    why = runner(serve(app, settings, early))
+    return EXIT_STOPPED if why is Exit.STOPPED else EXIT_REPLACE
+
+
+if __name__ == "__main__":
+    code = main(sys.argv[1:])
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # A sync job that overran its timeout may still run in a thread: do not wait for it.
+    os._exit(code)

@@ -1,0 +1,198 @@
+"""``queueit worker``: a supervisor keeping P worker processes running.
+
+* A process that exits with :data:`~queueit.jobs.process.EXIT_REPLACE` (recycled by
+  ``--max-jobs``/``--max-memory``/``--max-time``, or after a hard timeout) is replaced at once.
+* A process that crashes (any other exit, ``kill -9`` included) is restarted after a back-off
+  that doubles from 0.5 s to 30 s, and resets once a process has run for a minute. Its
+  unfinished jobs come back from the broker on their own (their connection dropped).
+* SIGTERM/SIGINT: forwarded once to every process (stop taking jobs, finish running ones up to
+  the shutdown timeout, hand back the rest); a second signal is forwarded too (hand back now).
+* SIGHUP: a graceful reload: fresh processes start (importing the code anew), then the old
+  ones are told to stop as with SIGTERM; no job is lost, none is refused meanwhile.
+
+Worker processes run in their own process group (a terminal's Ctrl-C reaches only the
+supervisor, which forwards it once) and get SIGTERM if the supervisor dies.
+
+Ownership: the supervisor's event loop owns the process table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from .process import EXIT_BAD_APP, EXIT_REPLACE, READY_FD_ENV, settings_to_json
+from .worker import WorkerSettings
+
+log = logging.getLogger("queueit.supervisor")
+
+BACKOFF_START = 0.5
+#: Seconds a new process may take to import the app before a stop signal is sent anyway.
+STARTUP_TIMEOUT = 60.0
+BACKOFF_MAX = 30.0
+STABLE_AFTER = 60.0
+
+
+@dataclass
+class Slot:
+    """One of the P places a worker process fills; it keeps its crash back-off."""
+
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    started: float = 0.0
+    backoff: float = 0.0
+    retired: list[asyncio.subprocess.Process] = field(default_factory=list)
+
+
+class Supervisor:
+    def __init__(self, app_spec: str, settings: WorkerSettings, processes: int) -> None:
+        if not 1 <= processes <= 256:
+            raise ValueError(f"processes must be from 1 to 256, got {processes}")
+        self.app_spec = app_spec
+        self.settings = settings
+        self.slots = [Slot(i) for i in range(processes)]
+        self.stopping = 0  # stop signals received
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # pid -> set once the process has its signal handlers (it says so on a pipe): a stop
+        # signal sent earlier would kill it mid-import instead of stopping it cleanly.
+        self._ready: dict[int, asyncio.Event] = {}
+        self.exit_code = 0
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self._on_stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGINT, self._on_stop, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload)
+        log.info("supervising %d worker process(es) of %s", len(self.slots), self.app_spec)
+        for slot in self.slots:
+            await self._spawn(slot)
+        while not self.stopping or self._alive():
+            await self._wake.wait()
+            self._wake.clear()
+        log.info("all worker processes stopped")
+        return self.exit_code
+
+    def _alive(self) -> bool:
+        return any(s.process is not None or s.retired for s in self.slots)
+
+    async def _spawn(self, slot: Slot) -> None:
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "queueit.jobs.process",
+                settings_to_json(self.app_spec, self.settings),
+                start_new_session=True,
+                pass_fds=(write_end,),
+                env={**os.environ, READY_FD_ENV: str(write_end)},
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
+        ready = self._ready[process.pid] = asyncio.Event()
+
+        def on_ready() -> None:  # a byte when ready, or end of file when the process died
+            loop.remove_reader(read_end)
+            os.close(read_end)
+            ready.set()
+
+        loop.add_reader(read_end, on_ready)
+        slot.process, slot.started = process, time.monotonic()
+        log.info("worker process %d started (slot %d)", process.pid, slot.index)
+        self._watch(slot, process)
+
+    def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM ``process`` once it is ready to take it."""
+        ready = self._ready.get(process.pid)
+        if ready is None or ready.is_set():
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+            return
+
+        async def when_ready() -> None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(ready.wait(), STARTUP_TIMEOUT)
+            if process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+
+        self._background(when_ready())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _watch(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
+        self._background(self._reap(slot, process))
+
+    async def _reap(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
+        code = await process.wait()
+        self._ready.pop(process.pid, None)
+        if process in slot.retired:  # replaced by a reload: its exit needs nothing more
+            slot.retired.remove(process)
+            log.info("worker process %d (reloaded) exited with %d", process.pid, code)
+            self._wake.set()
+            return
+        slot.process = None
+        lived = time.monotonic() - slot.started
+        if self.stopping:
+            log.info("worker process %d exited with %d", process.pid, code)
+        elif code == EXIT_BAD_APP:
+            log.error("worker process %d cannot load %s; stopping", process.pid, self.app_spec)
+            self.exit_code = 1
+            self._on_stop(signal.SIGTERM)
+        elif code == EXIT_REPLACE:
+            log.info("worker process %d asked to be replaced; starting a fresh one", process.pid)
+            await self._spawn(slot)
+        else:
+            fresh = lived >= STABLE_AFTER or not slot.backoff
+            slot.backoff = BACKOFF_START if fresh else min(BACKOFF_MAX, slot.backoff * 2)
+            what = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            log.warning("worker process %d %s; restarting in %.1f s", process.pid, what, slot.backoff)
+            await asyncio.sleep(slot.backoff)
+            if not self.stopping:
+                await self._spawn(slot)
+        self._wake.set()
+
+    def _on_stop(self, signum: int) -> None:
+        self.stopping += 1
+        what = "handing running jobs back now" if self.stopping > 1 else "stopping"
+        log.info("%s: %s", signal.Signals(signum).name, what)
+        for slot in self.slots:
+            for process in [slot.process, *slot.retired]:
+                if process is not None:
+                    self._terminate(process)
+        self._wake.set()
+
+    def _on_reload(self) -> None:
+        if self.stopping:
+            return
+        log.info("SIGHUP: starting fresh worker processes, then stopping the old ones")
+        self._background(self._reload())
+
+    async def _reload(self) -> None:
+        for slot in self.slots:
+            old = slot.process
+            if old is not None:
+                slot.retired.append(old)
+            await self._spawn(slot)
+            if old is not None:
+                self._terminate(old)
+
+
+def run_supervisor(app_spec: str, settings: WorkerSettings, processes: int) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor %(message)s")
+    return asyncio.run(Supervisor(app_spec, settings, processes).run())

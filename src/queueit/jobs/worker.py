@@ -1,0 +1,526 @@
+"""One worker process's job loop: receive, run, settle.
+
+Promises (``docs/delivery.md``):
+
+* A job is acked after it finished; a failed attempt is retried by publishing the next
+  attempt with the broker holding it for the back-off delay, in the same step as the ack
+  (``Transport.settle``): never lost, never doubled where the transport settles atomically.
+* While an attempt runs, its lease is renewed every third of the lease, so a long job is
+  never delivered twice while it runs; if this process dies, the lease runs out (or the
+  connection drops) and the job is delivered again.
+* The broker never hands this process more jobs than it has free slots (prefetch = the
+  concurrency): nothing waits in worker RAM, and delayed jobs wait on the broker.
+* Stopping: no new jobs (the subscriptions are paused); running jobs may finish until the
+  shutdown timeout; the rest are handed back to their queues.
+
+Ownership: everything here belongs to the worker's event loop. Sync jobs run in a thread
+pool and only hand their result back through the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import enum
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..transports import Delivery, Outgoing, Transport, TransportClosed, TransportError
+from .app import App
+from .context import JobContext, current_job
+from .definitions import BatchJob, Handler, Job
+from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode
+from .options import MAX_TIMEOUT, JobTimeout
+from .workflows import next_step
+
+log = logging.getLogger("queueit.worker")
+
+#: Seconds before a job whose settle the broker refused is delivered again.
+REFUSED_RETRY_DELAY = 30.0
+
+
+class Exit(enum.Enum):
+    """Why :meth:`Worker.run` returned."""
+
+    STOPPED = "stopped"  # asked to stop (a signal)
+    RECYCLE = "recycle"  # --max-jobs, --max-memory or --max-time reached: replace this process
+    REPLACE = "replace"  # a sync job overran its hard timeout and still runs in its thread
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    """How one worker process runs.
+
+    Attributes:
+        queues: the queues to take jobs from (empty: every queue of the app's jobs).
+        concurrency: jobs run at once (async jobs on the loop, sync jobs in threads).
+        lease: seconds a job is leased before the broker may give it to another worker;
+            renewed every third of it while the job runs.
+        max_jobs: replace the process after this many jobs.
+        max_memory_mb: replace the process when its resident memory passes this.
+        max_time: replace the process after this many seconds.
+        shutdown_timeout: seconds running jobs may take to finish when stopping.
+    """
+
+    queues: tuple[str, ...] = ()
+    concurrency: int = 8
+    lease: float = 60.0
+    max_jobs: int | None = None
+    max_memory_mb: int | None = None
+    max_time: float | None = None
+    shutdown_timeout: float = 30.0
+    reconnect_delays: tuple[float, ...] = field(default=(0.1, 0.5, 1.0, 2.0, 5.0))
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.concurrency <= 10_000:
+            raise ValueError(f"concurrency must be from 1 to 10000, got {self.concurrency}")
+        if not 1 <= self.lease <= MAX_TIMEOUT:
+            raise ValueError(f"lease must be from 1 to {MAX_TIMEOUT:g} seconds, got {self.lease}")
+        for name in ("max_jobs", "max_memory_mb", "max_time"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if self.shutdown_timeout < 0:
+            raise ValueError(f"shutdown_timeout must not be negative, got {self.shutdown_timeout}")
+
+
+class Worker:
+    """Runs jobs of ``app`` until stopped; see the module docstring."""
+
+    def __init__(self, app: App, settings: WorkerSettings | None = None) -> None:
+        self.app = app
+        self.settings = WorkerSettings() if settings is None else settings
+        self.queues = list(self.settings.queues) or app.queues()
+        # Listeners run where no --queues narrow the work down.
+        self.listeners = [] if self.settings.queues else list(app.listeners.values())
+        if not self.queues and not self.listeners:
+            raise ValueError(
+                "the app has no jobs or listeners, and no --queues were given: nothing to work on"
+            )
+        self._listening: dict[str, Handler] = {}  # a listener group's queue -> its listener
+        self.processed = 0
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+        self._transport: Transport | None = None
+        self._running: set[asyncio.Task[None]] = set()
+        self._batches: dict[tuple[int, str], _Batch] = {}
+        self._stop: asyncio.Event | None = None
+        self._exit = Exit.STOPPED
+        self._hurry = False
+        self._stopping = False
+        self._started = time.monotonic()
+        self._pool = ThreadPoolExecutor(self.settings.concurrency, thread_name_prefix="queueit-job")
+
+    # -- control -----------------------------------------------------------------------------
+
+    def stop(self, *, now: bool = False) -> None:
+        """Stop taking jobs; with ``now``, hand running jobs back at once. Loop thread only."""
+        self._hurry = self._hurry or now
+        self._stopping = True
+        if self._stop is not None:
+            self._stop.set()
+
+    def _finish(self, why: Exit) -> None:
+        if self._exit is Exit.STOPPED:
+            self._exit = why
+        self.stop()
+
+    async def run(self) -> Exit:
+        """Work until stopped; returns why it stopped."""
+        self._stop = asyncio.Event()
+        if self._stopping:  # stopped before it started
+            self._stop.set()
+        try:
+            while not self._stop.is_set():
+                try:
+                    await self._connect()
+                    await self._receive_loop()
+                except TransportClosed as exc:
+                    log.warning("connection lost (%s); reconnecting", exc)
+                    self._transport = None
+            await self._shut_down()
+        finally:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        return self._exit
+
+    async def _connect(self) -> None:
+        delays = self.settings.reconnect_delays
+        for attempt in range(sys.maxsize):
+            transport = self.app.open_transport()
+            try:
+                await transport.connect()
+                for queue in self.queues:
+                    await transport.consume(queue, prefetch=self._prefetch(queue), lease=self.settings.lease)
+                for listener in self.listeners:
+                    queue = await transport.listen(
+                        listener.event, group=listener.group, prefetch=self.settings.concurrency
+                    )
+                    self._listening[queue] = listener
+            except TransportError as exc:
+                with contextlib.suppress(TransportError, OSError):
+                    await transport.close()
+                wait = delays[min(attempt, len(delays) - 1)]
+                log.warning("cannot reach the broker (%s); trying again in %.1f s", exc, wait)
+                assert self._stop is not None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), wait)
+                if self._stop.is_set():
+                    return
+                continue
+            self._transport = transport
+            events = [listener.name for listener in self.listeners]
+            log.info("worker %s taking jobs from %s", self.identity, ", ".join(self.queues + events))
+            return
+
+    def _prefetch(self, queue: str) -> int:
+        """Free slots: the concurrency, or a batch job's size on its queue (a batch is one job)."""
+        sizes = [
+            h.size for h in self.app.handlers.values() if isinstance(h, BatchJob) and h.options.queue == queue
+        ]
+        return max([self.settings.concurrency, *sizes])
+
+    async def _receive_loop(self) -> None:
+        transport, stop = self._transport, self._stop
+        if transport is None or stop is None:
+            return
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                receiving = asyncio.ensure_future(transport.next_delivery())
+                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not receiving.done():
+                    receiving.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await receiving
+                    if not receiving.cancelled() and receiving.exception() is None:
+                        self._start(transport, receiving.result())
+                    break
+                delivery = receiving.result()  # raises TransportClosed: the caller reconnects
+                if delivery is not None:
+                    self._start(transport, delivery)
+        finally:
+            stopping.cancel()
+
+    def _start(self, transport: Transport, delivery: Delivery | None) -> None:
+        if delivery is not None:
+            self._spawn(self._handle(transport, delivery))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+    async def _shut_down(self) -> None:
+        transport = self._transport
+        if transport is not None:
+            with contextlib.suppress(TransportError):
+                await transport.pause()
+                # Delivered while pausing, never started: straight back.
+                while (extra := await transport.next_delivery(0)) is not None:
+                    await transport.release(extra)
+        for batch in self._batches.values():
+            batch.flush()  # received already: run them now rather than hand them back
+        if self._running and not self._hurry:
+            log.info(
+                "waiting up to %g s for %d running job(s)", self.settings.shutdown_timeout, len(self._running)
+            )
+            deadline = time.monotonic() + self.settings.shutdown_timeout
+            while self._running and not self._hurry and time.monotonic() < deadline:
+                await asyncio.wait(
+                    set(self._running), timeout=min(0.2, max(0.0, deadline - time.monotonic()))
+                )
+        for task in list(self._running):
+            task.cancel()  # the task hands its delivery back
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=5)
+        if transport is not None:
+            with contextlib.suppress(TransportError):
+                await transport.close()
+
+    # -- one job -----------------------------------------------------------------------------
+
+    async def _handle(self, transport: Transport, delivery: Delivery) -> None:
+        try:
+            decoded = decode(delivery.body)
+            job = decoded.job if isinstance(decoded, Envelope) else delivery.headers.get("job")
+            handler = self._listening.get(delivery.queue) or self.app.handler_for(job, delivery.queue)
+            if handler is None:
+                raise InvalidMessage(
+                    f"no job named {job!r} is registered in this worker's app"
+                    if job is not None
+                    else f"a plain message on queue {delivery.queue!r}, which has no single job to take it"
+                )
+            envelope = decoded if isinstance(decoded, Envelope) else _adopt(decoded, handler, delivery)
+            if isinstance(handler, BatchJob):
+                item = handler.item(decoded)
+                self._batch_of(transport, handler).add(delivery, envelope, item)
+                return
+            call = handler.prepare(decoded)
+        except InvalidMessage as exc:
+            await self._reject(transport, delivery, str(exc))
+            self._count(1)
+            return
+        await self._execute(transport, handler, [(delivery, envelope)], call)
+
+    def _batch_of(self, transport: Transport, handler: BatchJob[Any, Any]) -> _Batch:
+        key = (id(transport), handler.name)
+        batch = self._batches.get(key)
+        if batch is None:
+            batch = self._batches[key] = _Batch(self, transport, handler)
+        return batch
+
+    async def _execute(
+        self,
+        transport: Transport,
+        handler: Handler,
+        entries: list[tuple[Delivery, Envelope]],
+        call: Callable[[], Any],
+    ) -> None:
+        """Run ``call`` for ``entries`` (one job, or a batch of them) and settle each."""
+        keepers = []
+        if transport.capabilities.lease == "timed":
+            keepers = [asyncio.ensure_future(self._keep_leased(transport, d)) for d, _ in entries]
+        first, envelope = entries[0]
+        started = time.monotonic()
+        error: BaseException | None = None
+        follow_up: Envelope | None = None
+        try:
+            for m in self.app.middleware:
+                for _, e in entries:
+                    _hook(m.before_process, e)
+            try:
+                result = await self._run(handler, call, JobContext(envelope, first, self))
+                follow_up = next_step(envelope, result)  # raises TypeError: a result that is no JSON
+            except asyncio.CancelledError:
+                for d, _ in entries:
+                    await _quietly(transport.release(d))
+                log.info("job=%s id=%s handed back (worker stopping)", envelope.job, envelope.id)
+                raise
+            except Exception as exc:
+                error = exc
+            for keeper in keepers:
+                keeper.cancel()
+            for m in self.app.middleware:
+                for _, e in entries:
+                    _hook(m.after_process, e, error)
+            took = (time.monotonic() - started) * 1000
+            for delivery, e in entries:
+                if error is not None:
+                    await self._failed(transport, delivery, handler, e, error, took)
+                elif follow_up is None:
+                    await transport.ack(delivery)
+                else:  # a pipeline: the next step is sent in the same step as the ack
+                    step = Outgoing(follow_up.encode(), {"job": follow_up.job, "job-id": follow_up.id})
+                    await transport.settle(delivery, [(follow_up.queue, step)])
+            if error is None:
+                log.info(
+                    "job=%s id=%s attempt=%d outcome=done ms=%.1f%s",
+                    envelope.job,
+                    envelope.id,
+                    envelope.attempt + 1,
+                    took,
+                    f" batch={len(entries)}" if len(entries) > 1 else "",
+                )
+        except TransportClosed:
+            log.warning(
+                "job=%s id=%s: connection lost before it was settled; the broker delivers it again",
+                envelope.job,
+                envelope.id,
+            )
+        except TransportError as exc:
+            # The broker refused the settle (a permission, a limit): hand the job back for
+            # later rather than hold it, so it is neither lost nor stuck with this worker.
+            log.error(
+                "job=%s id=%s: the broker refused to settle it (%s); handing it back for %g s",
+                envelope.job,
+                envelope.id,
+                exc,
+                REFUSED_RETRY_DELAY,
+            )
+            for delivery, _ in entries:
+                await _quietly(transport.release(delivery, delay=REFUSED_RETRY_DELAY))
+        finally:
+            for keeper in keepers:
+                keeper.cancel()
+            self._count(len(entries))
+
+    def _count(self, jobs: int) -> None:
+        self.processed += jobs
+        self._check_recycle()
+
+    async def _run(self, handler: Handler, call: Callable[[], Any], context: JobContext) -> Any:
+        timeout = handler.options.timeout or MAX_TIMEOUT
+        token = current_job.set(context)
+        try:
+            if handler.is_async:
+                try:
+                    return await asyncio.wait_for(call(), timeout)
+                except TimeoutError:
+                    raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
+            loop = asyncio.get_running_loop()
+            future = loop.run_in_executor(self._pool, contextvars.copy_context().run, call)
+            try:
+                return await asyncio.wait_for(asyncio.shield(future), timeout)
+            except TimeoutError:
+                # A thread cannot be stopped: the process is replaced once its other jobs end.
+                log.error(
+                    "job=%s overran its %g s timeout; this worker process will be replaced",
+                    handler.name,
+                    timeout,
+                )
+                self._finish(Exit.REPLACE)
+                raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
+        finally:
+            current_job.reset(token)
+
+    async def _keep_leased(self, transport: Transport, delivery: Delivery) -> None:
+        lease = self.settings.lease
+        while True:
+            await asyncio.sleep(lease / 3)
+            try:
+                await transport.extend(delivery, lease)
+            except TransportError:
+                return  # the connection is gone: the job will be delivered again anyway
+
+    async def _failed(
+        self,
+        transport: Transport,
+        delivery: Delivery,
+        handler: Handler,
+        envelope: Envelope,
+        error: BaseException,
+        took: float,
+    ) -> None:
+        attempt = envelope.attempt + 1
+        record: dict[str, Any] = {
+            "attempt": attempt,
+            "type": f"{type(error).__module__}.{type(error).__qualname__}",
+            "message": str(error)[:2000],
+            "traceback": "".join(traceback.format_exception(error))[-MAX_TRACEBACK:],
+            "at": int(time.time() * 1000),
+            "worker": self.identity,
+        }
+        policy = handler.options.retry
+        headers = {"job": envelope.job, "job-id": envelope.id}
+        priority = _priority(delivery)
+        if policy.should_retry(error, attempt):
+            delay = policy.delay(attempt)
+            retry = Outgoing(envelope.next_attempt(record).encode(), headers, delay=delay, priority=priority)
+            await transport.settle(delivery, [(delivery.queue, retry)])
+            for m in self.app.middleware:
+                _hook(m.on_retry, envelope, error, delay)
+            log.warning(
+                "job=%s id=%s attempt=%d outcome=retry in=%.1fs ms=%.1f error=%s: %s",
+                envelope.job, envelope.id, attempt, delay, took, record["type"], record["message"][:200],
+            )  # fmt: skip
+            return
+        failed = Outgoing(
+            envelope.failed(record).encode(),
+            {
+                **headers,
+                "x-dead-letter-reason": "failed",
+                "x-dead-letter-queue": delivery.queue,
+                "x-dead-letter-time": str(record["at"]),
+                "x-dead-letter-deliveries": str(delivery.delivery_count),
+            },
+            priority=priority,
+        )
+        await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)])
+        for m in self.app.middleware:
+            _hook(m.on_fail, envelope, error)
+        log.error(
+            "job=%s id=%s attempt=%d outcome=failed ms=%.1f error=%s: %s",
+            envelope.job, envelope.id, attempt, took, record["type"], record["message"][:200],
+        )  # fmt: skip
+
+    async def _reject(self, transport: Transport, delivery: Delivery, reason: str) -> None:
+        log.error("invalid message %s on %s: %s", delivery.message_id, delivery.queue, reason)
+        for m in self.app.middleware:
+            _hook(m.on_invalid, delivery.body, reason)
+        with contextlib.suppress(TransportClosed):
+            await transport.reject(delivery, "invalid", reason)
+
+    def _check_recycle(self) -> None:
+        s = self.settings
+        if (s.max_jobs is not None and self.processed >= s.max_jobs) or (
+            s.max_time is not None and time.monotonic() - self._started >= s.max_time
+        ):
+            self._finish(Exit.RECYCLE)
+        elif s.max_memory_mb is not None and rss_mb() > s.max_memory_mb:
+            log.warning(
+                "resident memory %.0f MiB is over --max-memory %d MiB; recycling", rss_mb(), s.max_memory_mb
+            )
+            self._finish(Exit.RECYCLE)
+
+
+def rss_mb() -> float:
+    """This process's resident memory now, in MiB (its peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _adopt(plain: Plain, handler: Handler, delivery: Delivery) -> Envelope:
+    """An envelope for a plain message, so retries and failures record attempts."""
+    if isinstance(handler, Job):  # a plain object's keys are a job function's arguments
+        return Envelope.new(handler.name, delivery.queue, (), plain.value, job_id=delivery.message_id)
+    return Envelope.new(handler.name, delivery.queue, (plain.value,), job_id=delivery.message_id)
+
+
+def _priority(delivery: Delivery) -> int | None:
+    raw = delivery.headers.get("priority", "")
+    return int(raw) if raw.isdigit() and int(raw) <= 9 else None
+
+
+def _hook(fn: Callable[..., None], *args: Any) -> None:
+    try:
+        fn(*args)
+    except Exception:
+        log.exception("middleware hook %s failed (ignored)", getattr(fn, "__qualname__", fn))
+
+
+async def _quietly(step: Any) -> None:
+    with contextlib.suppress(TransportError):
+        await step
+
+
+class _Batch:
+    """Items of one batch job collected until ``size`` or ``wait`` seconds after the first."""
+
+    def __init__(self, worker: Worker, transport: Transport, handler: BatchJob[Any, Any]) -> None:
+        self.worker = worker
+        self.transport = transport
+        self.handler = handler
+        self.entries: list[tuple[Delivery, Envelope]] = []
+        self.items: list[Any] = []
+        self.timer: asyncio.TimerHandle | None = None
+
+    def add(self, delivery: Delivery, envelope: Envelope, item: Any) -> None:
+        self.entries.append((delivery, envelope))
+        self.items.append(item)
+        if len(self.entries) >= self.handler.size:
+            self.flush()
+        elif self.timer is None:
+            self.timer = asyncio.get_running_loop().call_later(self.handler.wait, self.flush)
+
+    def flush(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.entries:
+            return
+        entries, items = self.entries, self.items
+        self.entries, self.items = [], []
+        call = self.handler.prepare_batch(items)
+        self.worker._spawn(self.worker._execute(self.transport, self.handler, entries, call))

@@ -1,0 +1,280 @@
+"""The transport interface: what the job framework needs from a message broker.
+
+A transport moves opaque bodies (bytes) with string headers between named queues. It
+knows nothing about jobs. Each transport declares its :class:`Capabilities`; asking for
+something a transport cannot do raises :class:`Unsupported` at once, before anything is
+sent (a transport never emulates a missing feature behind the caller's back).
+
+The delivery contract every transport keeps (``docs/delivery.md``; checked by
+``tests/transports/contract.py``):
+
+* :meth:`Transport.publish` returns once the broker holds the message durably.
+* A delivery stays leased to its consumer until :meth:`Transport.ack`,
+  :meth:`Transport.settle`, :meth:`Transport.release` or :meth:`Transport.reject`, or until
+  the consumer's connection is lost, or (where ``capabilities.lease`` is ``"timed"``) until
+  its lease runs out without an :meth:`Transport.extend`. Then it is delivered again, with
+  ``redelivered`` set.
+* :meth:`Transport.settle` acks a delivery and publishes follow-up messages (a retry, a
+  failed-job record) in one atomic step where ``capabilities.atomic_settle`` says so.
+* :meth:`Transport.reject` moves a delivery, body and headers unchanged, to the queue's
+  dead-letter queue (:meth:`Transport.dead_letter_queue`).
+
+Errors (one tree; each transport maps its client library's exceptions onto it in one place)::
+
+    TransportError
+    ├── Unsupported          the transport cannot do what was asked (see capabilities)
+    ├── TransportClosed      the connection is gone (deliveries it held come back later)
+    └── TransportRefused     the broker said no (permissions, limits, bad name)
+
+Ownership: a transport object belongs to one event loop; call it from that loop only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+#: Queue names every transport accepts: letters, digits and ``._-:``, at most 200 characters.
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,199}")
+
+
+class TransportError(Exception):
+    """A transport failed; the message says what to do."""
+
+
+class Unsupported(TransportError):
+    """The transport cannot do this (its capabilities say so)."""
+
+
+class TransportClosed(TransportError):
+    """The connection to the broker is gone."""
+
+
+class TransportRefused(TransportError):
+    """The broker refused the request."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a transport can do, declared up front.
+
+    Attributes:
+        delay: messages can be held back by the broker until a delay has passed.
+        max_delay: the longest delay in seconds (None: no limit).
+        priority: messages carry a priority 0-9, higher first, FIFO within a priority.
+        lease: "timed": a delivery is leased for a time the consumer chooses and extends
+            (:meth:`Transport.extend`); "connection": it is held while the connection lives.
+        atomic_settle: :meth:`Transport.settle` acks and publishes in one atomic step.
+        dead_letter: the broker keeps dead letters and can list, redrive and delete them.
+        topics: :meth:`Transport.broadcast` and :meth:`Transport.listen` are available.
+        durable: published messages survive a broker restart.
+        max_message_bytes: the largest body the broker takes (None: no fixed limit).
+    """
+
+    delay: bool
+    max_delay: float | None
+    priority: bool
+    lease: Literal["timed", "connection"]
+    atomic_settle: bool
+    dead_letter: bool
+    topics: bool
+    durable: bool
+    max_message_bytes: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to publish.
+
+    Attributes:
+        body: opaque bytes.
+        headers: string headers, kept end to end (names in lower case, no ``x-queueit-`` prefix
+            conflicts: transports may add their own).
+        delay: seconds the broker holds the message before it can be delivered.
+        priority: 0-9, higher first; None is the transport's default (4).
+        content_type: the body's media type.
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    priority: int | None = None
+    content_type: str = "application/json"
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.delay <= 10 * 365 * 86_400:
+            raise ValueError(f"delay must be from 0 to ten years in seconds, got {self.delay}")
+        if self.priority is not None and not 0 <= self.priority <= 9:
+            raise ValueError(f"priority must be from 0 to 9, got {self.priority}")
+
+
+@dataclass(eq=False, slots=True)
+class Delivery:
+    """A message handed to a consumer; settle it exactly once.
+
+    Attributes:
+        queue: the queue it came from.
+        body: the bytes as published.
+        headers: the headers as published, plus the transport's own.
+        message_id: the broker's id for this message (stable across redeliveries).
+        redelivered: it was delivered before (to this or another consumer).
+        delivery_count: how many times it has been delivered, this time included (>= 1).
+        token: the transport's handle for settling it; opaque to callers.
+    """
+
+    queue: str
+    body: bytes
+    headers: Mapping[str, str]
+    message_id: str
+    redelivered: bool
+    delivery_count: int
+    token: object
+
+
+@dataclass(frozen=True, slots=True)
+class StoredMessage:
+    """A message read without taking it (dead-letter tooling)."""
+
+    message_id: str
+    body: bytes
+    headers: Mapping[str, str]
+    reason: str
+    """Why it was dead-lettered: failed, invalid, rejected, expired, max-deliveries, ..."""
+
+
+def check_queue_name(name: str) -> str:
+    """``name`` if every transport accepts it as a queue name.
+
+    Raises:
+        ValueError: it is empty, too long, or has characters outside ``[A-Za-z0-9._:-]``.
+    """
+    if not QUEUE_NAME.fullmatch(name):
+        raise ValueError(
+            f"bad queue name {name[:60]!r}: use 1-200 letters, digits and '._:-', starting with a "
+            "letter or digit"
+        )
+    return name
+
+
+def check_outgoing(capabilities: Capabilities, message: Outgoing) -> None:
+    """Refuse, before anything is sent, what ``capabilities`` cannot honour.
+
+    Raises:
+        Unsupported: a delay, priority or size the transport cannot give.
+    """
+    if message.delay and not capabilities.delay:
+        raise Unsupported("this transport cannot delay messages; publish without a delay")
+    if capabilities.max_delay is not None and message.delay > capabilities.max_delay:
+        raise Unsupported(f"this transport delays messages by at most {capabilities.max_delay:g} s")
+    if message.priority is not None and not capabilities.priority:
+        raise Unsupported("this transport has no message priorities; publish without one")
+    limit = capabilities.max_message_bytes
+    if limit is not None and len(message.body) > limit:
+        raise Unsupported(f"a message body of {len(message.body)} bytes is over this transport's {limit}")
+
+
+class Transport(Protocol):
+    """A connection to a broker, as the job framework uses it. See the module docstring."""
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    async def connect(self) -> None:
+        """Open the connection.
+
+        Raises:
+            TransportClosed: the broker cannot be reached.
+            TransportRefused: it refused the login.
+        """
+
+    async def close(self) -> None:
+        """Close; deliveries not settled go back to their queues (marked redelivered)."""
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def publish(self, queue: str, message: Outgoing) -> None:
+        """Put ``message`` on ``queue``; returns when the broker holds it durably.
+
+        Raises:
+            Unsupported: a delay or priority the transport cannot honour.
+        """
+
+    async def broadcast(self, topic: str, message: Outgoing) -> None:
+        """Send ``message`` to every current listener of ``topic``."""
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(self, queue: str, *, prefetch: int, lease: float) -> None:
+        """Start receiving from ``queue``: at most ``prefetch`` unsettled deliveries at a time,
+        each leased for ``lease`` seconds (where leases are timed)."""
+
+    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+        """Start receiving what is broadcast on ``topic``. Listeners sharing a ``group`` share
+        its messages (one copy per group); the group's copies wait while it is away.
+
+        Returns:
+            The queue the group's copies wait in (``Delivery.queue`` of what arrives).
+        """
+
+    async def pause(self) -> None:
+        """Stop receiving new deliveries; the ones held stay leased and can be settled."""
+
+    async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
+        """The next delivery, or None after ``timeout`` seconds.
+
+        Raises:
+            TransportClosed: the connection was lost.
+        """
+
+    async def ack(self, delivery: Delivery) -> None:
+        """Done with ``delivery``: remove it from its queue."""
+
+    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        """Ack ``delivery`` and publish ``publish`` (queue, message) pairs: in one atomic step
+        where ``capabilities.atomic_settle``, otherwise publish first, then ack (never lost,
+        a duplicate possible if the connection drops in between)."""
+
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        """Give ``delivery`` back to its queue, redelivered after ``delay`` seconds."""
+
+    async def reject(
+        self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
+    ) -> None:
+        """Move ``delivery`` unchanged to its queue's dead-letter queue, with ``reason`` and
+        ``error`` (what was wrong, at most 1,000 characters kept) in ``x-dead-letter-error``."""
+
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        """Keep ``delivery`` leased for ``lease`` more seconds (a no-op for connection leases)."""
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letter_queue(self, queue: str) -> str:
+        """The name of ``queue``'s dead-letter queue."""
+
+    async def dead_letters(self, queue: str, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` of ``queue``'s dead letters, oldest first, without taking them."""
+
+    async def redrive(self, queue: str, message_id: str | None) -> int:
+        """Move dead letters of ``queue`` (all, or the one with ``message_id``) back to it;
+        returns how many moved. Never lost; each move is atomic where ``atomic_settle``
+        (otherwise a move cut short leaves a copy in both queues)."""
+
+    async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
+        """Delete dead letters of ``queue`` (all, or one); returns how many went."""
+
+
+__all__ = [
+    "Capabilities",
+    "Delivery",
+    "Outgoing",
+    "StoredMessage",
+    "Transport",
+    "TransportClosed",
+    "TransportError",
+    "TransportRefused",
+    "Unsupported",
+    "check_outgoing",
+    "check_queue_name",
+]

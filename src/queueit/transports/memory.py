@@ -1,0 +1,415 @@
+"""``memory://``: an in-process broker for tests and single-process tools.
+
+It keeps the whole delivery contract (``docs/delivery.md``) except durability: leases
+that run out, redelivery counting, max deliveries, delays, priorities, dead letters and
+topics with listener groups behave as on queueit's broker, so code tested on it behaves
+the same in production.
+
+Ownership: one :class:`MemoryBroker` holds every queue; it is shared by the transports of
+one process (even on different threads and event loops: ``memory://NAME`` names one) and
+guards its state with one lock. Nothing here awaits while holding the lock. Timers (delays,
+leases) are checked whenever a transport touches the broker, and a waiting consumer wakes
+when the next one is due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .base import (
+    Capabilities,
+    Delivery,
+    Outgoing,
+    StoredMessage,
+    TransportClosed,
+    check_outgoing,
+    check_queue_name,
+)
+
+CAPABILITIES = Capabilities(
+    delay=True,
+    max_delay=None,
+    priority=True,
+    lease="timed",
+    atomic_settle=True,
+    dead_letter=True,
+    topics=True,
+    durable=False,
+    max_message_bytes=None,
+)
+#: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
+MAX_DELIVERIES = 10
+
+
+@dataclass(eq=False)
+class _Message:
+    id: str
+    body: bytes
+    headers: dict[str, str]
+    priority: int
+    deliveries: int = 0
+    due: float = 0.0
+    holder: MemoryTransport | None = None
+    lease_until: float = 0.0
+
+
+@dataclass
+class _Queue:
+    name: str
+    ready: list[tuple[int, int, _Message]] = field(default_factory=list)  # (-priority, seq, message)
+    delayed: list[tuple[float, int, _Message]] = field(default_factory=list)  # (due, seq, message)
+    leased: dict[str, _Message] = field(default_factory=dict)
+    consumers: list[MemoryTransport] = field(default_factory=list)
+
+
+class MemoryBroker:
+    """Queues in RAM, shared by :class:`MemoryTransport` objects; see the module docstring."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic, record: bool = False) -> None:
+        self.clock = clock
+        #: With ``record``: every (queue, body, headers) published, in order (for tests).
+        self.published: list[tuple[str, bytes, dict[str, str]]] | None = [] if record else None
+        self._lock = threading.Lock()
+        self._queues: dict[str, _Queue] = {}
+        self._groups: dict[str, set[str]] = {}  # topic -> the queues of its listener groups
+        self._seq = itertools.count()
+
+    def pending(self) -> tuple[int, float | None]:
+        """(messages ready or leased on queues someone consumes, the soonest delayed due time)."""
+        with self._lock:
+            busy, due = 0, None
+            for q in self._queues.values():
+                if q.consumers:
+                    self.tick(q, self.clock())
+                    busy += len(q.ready) + len(q.leased)
+                    if q.delayed and (due is None or q.delayed[0][0] < due):
+                        due = q.delayed[0][0]
+            return busy, due
+
+    def wake_all(self) -> None:
+        """Let every waiting consumer look again (after the clock moved)."""
+        with self._lock:
+            for q in self._queues.values():
+                for consumer in q.consumers:
+                    consumer.wake()
+
+    def messages(self, queue: str) -> list[tuple[bytes, dict[str, str]]]:
+        """(body, headers) of what waits on ``queue`` (ready, then delayed), without taking it."""
+        with self._lock:
+            q = self.queue(queue)
+            ready = [m for _, _, m in sorted(q.ready)]
+            delayed = [m for _, _, m in sorted(q.delayed)]
+            return [(m.body, dict(m.headers)) for m in ready + delayed]
+
+    # Everything below runs with the lock held, called by MemoryTransport.
+
+    def queue(self, name: str) -> _Queue:
+        found = self._queues.get(name)
+        if found is None:
+            found = self._queues[name] = _Queue(name)
+        return found
+
+    def put(self, queue: str, message: _Message, delay: float) -> None:
+        q = self.queue(queue)
+        if delay > 0:
+            message.due = self.clock() + delay
+            heapq.heappush(q.delayed, (message.due, next(self._seq), message))
+        else:
+            heapq.heappush(q.ready, (-message.priority, next(self._seq), message))
+        for consumer in q.consumers:
+            consumer.wake()
+
+    def tick(self, q: _Queue, now: float) -> None:
+        """Due delayed messages become ready; expired leases come back."""
+        while q.delayed and q.delayed[0][0] <= now:
+            _, _, message = heapq.heappop(q.delayed)
+            heapq.heappush(q.ready, (-message.priority, next(self._seq), message))
+        for message in [m for m in q.leased.values() if m.lease_until <= now]:
+            self.unlease(q, message)
+            self.give_back(q, message, 0.0)
+
+    def unlease(self, q: _Queue, message: _Message) -> None:
+        del q.leased[message.id]
+        if message.holder is not None:
+            message.holder.held.pop(message.id, None)
+        message.holder = None
+
+    def give_back(self, q: _Queue, message: _Message, delay: float) -> None:
+        """An unleased message goes back, or to the dead-letter queue at its delivery limit."""
+        if message.deliveries >= MAX_DELIVERIES:
+            self.dead_letter(q, message, "max-deliveries")
+        else:
+            self.put(q.name, message, delay)
+
+    def dead_letter(self, q: _Queue, message: _Message, reason: str, error: str = "") -> None:
+        message.headers = {
+            **message.headers,
+            "x-dead-letter-reason": reason,
+            "x-dead-letter-queue": q.name,
+            "x-dead-letter-deliveries": str(message.deliveries),
+            "x-dead-letter-time": str(int(time.time() * 1000)),
+        }
+        if error:
+            message.headers["x-dead-letter-error"] = error
+        message.deliveries = 0
+        self.put(dead_letter_queue(q.name), message, 0.0)
+
+    def next_due(self, q: _Queue) -> float | None:
+        times = [m.lease_until for m in q.leased.values()]
+        if q.delayed:
+            times.append(q.delayed[0][0])
+        return min(times) if times else None
+
+    def take(self, consumer: MemoryTransport) -> tuple[_Queue, _Message] | float | None:
+        """A ready message for ``consumer``; else when to look again (None: not before a wake)."""
+        now = self.clock()
+        soonest: float | None = None
+        for name in consumer.queues:
+            q = self.queue(name)
+            self.tick(q, now)
+            if q.ready and len(consumer.held) < consumer.prefetch:
+                _, _, message = heapq.heappop(q.ready)
+                message.deliveries += 1
+                message.holder = consumer
+                message.lease_until = now + consumer.lease
+                q.leased[message.id] = message
+                consumer.held[message.id] = message
+                return q, message
+            due = self.next_due(q)
+            if due is not None and (soonest is None or due < soonest):
+                soonest = due
+        return soonest
+
+    def settle(self, consumer: MemoryTransport, message_id: str) -> tuple[_Queue, _Message]:
+        message = consumer.held.pop(message_id, None)
+        if message is None:
+            raise TransportClosed(
+                f"delivery {message_id} is no longer held by this consumer (settled, or its lease ran out)"
+            )
+        q = self.queue(next(name for name in consumer.queues if message_id in self.queue(name).leased))
+        self.unlease(q, message)
+        return q, message
+
+
+_brokers: dict[str, MemoryBroker] = {}
+_brokers_lock = threading.Lock()
+
+
+def shared_broker(name: str) -> MemoryBroker:
+    """The process's broker called ``name`` (``memory://NAME``), created on first use."""
+    with _brokers_lock:
+        broker = _brokers.get(name)
+        if broker is None:
+            broker = _brokers[name] = MemoryBroker()
+        return broker
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"DLQ.{queue}"
+
+
+class MemoryTransport:
+    """A connection to a :class:`MemoryBroker`."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self.queues: list[str] = []
+        self.prefetch = 0
+        self.lease = 30.0
+        self.held: dict[str, _Message] = {}
+        self._paused = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._woken: asyncio.Event | None = None
+        self._open = False
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    async def connect(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._woken = asyncio.Event()
+        self._open = True
+
+    async def close(self) -> None:
+        with self.broker._lock:
+            self._open = False
+            for name in self.queues:
+                q = self.broker.queue(name)
+                if self in q.consumers:
+                    q.consumers.remove(self)
+            for message_id in list(self.held):
+                q, message = self.broker.settle(self, message_id)
+                self.broker.give_back(q, message, 0.0)
+
+    def wake(self) -> None:
+        """Called with the broker's lock held, from any thread."""
+        if self._loop is not None and self._woken is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._woken.set)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise TransportClosed("the memory transport is not connected; call connect() first")
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def publish(self, queue: str, message: Outgoing) -> None:
+        self._check_open()
+        check_outgoing(CAPABILITIES, message)
+        with self.broker._lock:
+            self._put(queue, message)
+
+    def _put(self, queue: str, message: Outgoing) -> None:
+        check_queue_name(queue)
+        headers = {**message.headers, "content-type": message.content_type}
+        if self.broker.published is not None:
+            self.broker.published.append((queue, message.body, headers))
+        priority = 4 if message.priority is None else message.priority
+        self.broker.put(queue, _Message(uuid.uuid4().hex, message.body, headers, priority), message.delay)
+
+    async def broadcast(self, topic: str, message: Outgoing) -> None:
+        self._check_open()
+        with self.broker._lock:
+            for queue in sorted(self.broker._groups.get(topic, ())):
+                self._put(queue, message)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(self, queue: str, *, prefetch: int, lease: float) -> None:
+        self._check_open()
+        check_queue_name(queue)
+        if prefetch < 1 or lease <= 0:
+            raise ValueError("prefetch must be at least 1 and lease positive")
+        with self.broker._lock:
+            self.queues.append(queue)
+            self.prefetch = max(self.prefetch, prefetch)
+            self.lease = lease
+            self.broker.queue(queue).consumers.append(self)
+        self.wake()
+
+    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+        queue = f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+        with self.broker._lock:
+            self.broker._groups.setdefault(topic, set()).add(queue)
+        await self.consume(queue, prefetch=prefetch, lease=self.lease)
+        return queue
+
+    async def pause(self) -> None:
+        self._paused = True
+
+    async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
+        self._check_open()
+        assert self._woken is not None
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self._woken.clear()
+            if not self._paused:
+                with self.broker._lock:
+                    got = self.broker.take(self)
+                if isinstance(got, tuple):
+                    q, message = got
+                    return Delivery(
+                        q.name,
+                        message.body,
+                        dict(message.headers),
+                        message.id,
+                        message.deliveries > 1,
+                        message.deliveries,
+                        message.id,
+                    )
+                wait = None if got is None else max(0.0, got - self.broker.clock())
+            else:
+                wait = None
+            if deadline is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                wait = left if wait is None else min(wait, left)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), wait)
+            if not self._open:
+                raise TransportClosed("the memory transport was closed")
+
+    def _token(self, delivery: Delivery) -> str:
+        if not isinstance(delivery.token, str):
+            raise TypeError("not a delivery of the memory transport")
+        return delivery.token
+
+    async def ack(self, delivery: Delivery) -> None:
+        with self.broker._lock:
+            self.broker.settle(self, self._token(delivery))
+        self.wake()
+
+    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        for _, message in publish:
+            check_outgoing(CAPABILITIES, message)
+        with self.broker._lock:  # one step under the lock: atomic
+            self.broker.settle(self, self._token(delivery))
+            for queue, message in publish:
+                self._put(queue, message)
+        self.wake()
+
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        with self.broker._lock:
+            q, message = self.broker.settle(self, self._token(delivery))
+            self.broker.give_back(q, message, delay)
+
+    async def reject(
+        self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
+    ) -> None:
+        with self.broker._lock:
+            q, message = self.broker.settle(self, self._token(delivery))
+            self.broker.dead_letter(q, message, reason, error[:1000])
+
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        with self.broker._lock:
+            message = self.held.get(self._token(delivery))
+            if message is not None:
+                message.lease_until = self.broker.clock() + lease
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letter_queue(self, queue: str) -> str:
+        return dead_letter_queue(queue)
+
+    async def dead_letters(self, queue: str, limit: int) -> list[StoredMessage]:
+        with self.broker._lock:
+            q = self.broker.queue(dead_letter_queue(queue))
+            ordered = [m for _, _, m in sorted(q.ready)][:limit]
+            return [
+                StoredMessage(m.id, m.body, dict(m.headers), m.headers.get("x-dead-letter-reason", ""))
+                for m in ordered
+            ]
+
+    async def redrive(self, queue: str, message_id: str | None) -> int:
+        return self._take_dead(queue, message_id, back=True)
+
+    async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
+        return self._take_dead(queue, message_id, back=False)
+
+    def _take_dead(self, queue: str, message_id: str | None, *, back: bool) -> int:
+        with self.broker._lock:
+            q = self.broker.queue(dead_letter_queue(queue))
+            keep: list[tuple[int, int, _Message]] = []
+            taken: list[tuple[int, int, _Message]] = []
+            for entry in q.ready:
+                (taken if message_id in (None, entry[2].id) else keep).append(entry)
+            q.ready = keep
+            heapq.heapify(q.ready)
+            for _, _, message in sorted(taken):
+                if back:
+                    origin = message.headers.get("x-dead-letter-queue", queue)
+                    message.headers = {
+                        k: v for k, v in message.headers.items() if not k.startswith("x-dead-letter-")
+                    }
+                    self.broker.put(origin, message, 0.0)
+            return len(taken)

@@ -1,0 +1,308 @@
+"""``queueit://[user:password@]host[:port]``: queueit's own broker, through :class:`AsyncClient`.
+
+How each promise is kept (``docs/delivery.md``):
+
+* publish: a persistent SEND with a receipt; the broker answers once the message is durable.
+* consume: a ``client-individual`` subscription with ``prefetch-count`` and
+  ``visibility-timeout`` (the lease); :meth:`QueueitTransport.extend` sends
+  ``/queueit/lease``; :meth:`QueueitTransport.pause` sends ``/queueit/flow`` with prefetch 0,
+  so a stopping worker keeps, and can still ack, what it runs.
+* settle: BEGIN, the SENDs, the ACK, COMMIT with a receipt: the broker applies the
+  transaction as one journal transaction.
+* release / reject: NACK with ``delay``, or ``requeue:false`` and ``reason``.
+* topics: a topic exchange ``queueit.events``; each listener group is a durable queue
+  ``events.<group>.<topic>`` bound to it, shared by the group's listeners.
+* dead letters: the broker's ``DLQ.<queue>`` and its admin requests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+from ..client import AsyncClient, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
+from ..stomp import Message
+from .base import (
+    Capabilities,
+    Delivery,
+    Outgoing,
+    StoredMessage,
+    TransportClosed,
+    TransportError,
+    TransportRefused,
+    check_outgoing,
+    check_queue_name,
+)
+
+DEFAULT_PORT = 61613
+EVENTS_EXCHANGE = "queueit.events"
+ADMIN = "/queueit/admin"
+#: Dead letters one request lists at most.
+MAX_LIST = 10_000
+
+CAPABILITIES = Capabilities(
+    delay=True,
+    max_delay=None,
+    priority=True,
+    lease="timed",
+    atomic_settle=True,
+    dead_letter=True,
+    topics=True,
+    durable=True,
+    max_message_bytes=4 * 1024 * 1024,
+)
+
+
+@contextmanager
+def _mapped() -> Iterator[None]:
+    """The client's exceptions, as the transport error tree (the one place they are mapped)."""
+    try:
+        yield
+    except ServerRefused as exc:
+        raise TransportRefused(f"the broker refused: {exc}") from exc
+    except ConnectionClosed as exc:
+        raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+    except ClientError as exc:
+        raise TransportError(str(exc)) from exc
+    except OSError as exc:
+        raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+
+
+class QueueitTransport:
+    """A connection to ``queueit serve``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = DEFAULT_PORT,
+        *,
+        login: str | None = None,
+        passcode: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self.host, self.port, self.timeout = host, port, timeout
+        self._login, self._passcode = login, passcode
+        self._client = self._new_client()
+        self._queues: dict[str, str] = {}  # subscription id -> queue name
+        self._declared: set[str] = set()
+        self._lease = 60.0  # of listener subscriptions: the lease of the last consume()
+
+    @classmethod
+    def from_url(cls, url: str) -> QueueitTransport:
+        """``queueit://[user:password@]host[:port]``.
+
+        Raises:
+            ValueError: the URL is not of that form.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "queueit" or parts.path not in ("", "/") or parts.query:
+            raise ValueError(f"not a queueit:// URL: {url!r}; use queueit://[user:password@]host[:port]")
+        try:
+            port = parts.port or DEFAULT_PORT
+        except ValueError as exc:
+            raise ValueError(f"bad port in {url!r}: {exc}") from None
+        return cls(
+            parts.hostname or "127.0.0.1",
+            port,
+            login=unquote(parts.username) if parts.username else None,
+            passcode=unquote(parts.password) if parts.password else None,
+        )
+
+    def _new_client(self) -> AsyncClient:
+        return AsyncClient(
+            self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout
+        )
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return CAPABILITIES
+
+    async def connect(self) -> None:
+        with _mapped():
+            await self._client.connect()
+
+    async def close(self) -> None:
+        await self._client.disconnect()
+
+    # -- producing ---------------------------------------------------------------------------
+
+    async def publish(self, queue: str, message: Outgoing) -> None:
+        check_outgoing(CAPABILITIES, message)
+        with _mapped():
+            await self._client.send(
+                "/queue/" + check_queue_name(queue),
+                message.body,
+                headers=_headers(message),
+                content_type=message.content_type,
+                receipt=True,
+            )
+
+    async def broadcast(self, topic: str, message: Outgoing) -> None:
+        check_outgoing(CAPABILITIES, message)
+        await self._declare_events()
+        with _mapped():
+            await self._client.send(
+                f"/exchange/{EVENTS_EXCHANGE}/{check_queue_name(topic)}",
+                message.body,
+                headers=_headers(message),
+                content_type=message.content_type,
+                receipt=True,
+            )
+
+    async def _declare_events(self) -> None:
+        if EVENTS_EXCHANGE not in self._declared:
+            await self._admin({"command": "exchange-declare", "name": EVENTS_EXCHANGE, "type": "topic"})
+            self._declared.add(EVENTS_EXCHANGE)
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    async def consume(self, queue: str, *, prefetch: int, lease: float) -> None:
+        destination = "/queue/" + check_queue_name(queue)
+        with _mapped():
+            sub = await self._client.subscribe(
+                destination,
+                ack="client-individual",
+                prefetch=prefetch,
+                headers={"visibility-timeout": str(_ms(lease))},
+                receipt=True,
+            )
+        self._queues[sub] = queue
+        self._lease = lease
+
+    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+        queue = f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+        await self._declare_events()
+        await self._admin({"command": "bind", "exchange": EVENTS_EXCHANGE, "queue": queue, "key": topic})
+        await self.consume(queue, prefetch=prefetch, lease=self._lease)
+        return queue
+
+    async def pause(self) -> None:
+        with _mapped():
+            for sub in self._queues:
+                await self._client.set_prefetch(sub, 0, receipt=True)
+
+    async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
+        with _mapped():
+            try:
+                message = await self._client.receive(timeout)
+            except ReceiveTimeout:
+                return None
+        redelivered = message.headers.get("redelivered") == "true"
+        count = message.headers.get("x-delivery-count", "0")
+        return Delivery(
+            self._queues.get(message.subscription, message.destination.removeprefix("/queue/")),
+            message.body,
+            message.headers,
+            message.message_id,
+            redelivered,
+            (int(count) + 1 if count.isdigit() else 2) if redelivered else 1,
+            message,
+        )
+
+    async def ack(self, delivery: Delivery) -> None:
+        with _mapped():
+            await self._client.ack(_message(delivery))
+
+    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        for _, outgoing in publish:
+            check_outgoing(CAPABILITIES, outgoing)
+        if not publish:
+            await self.ack(delivery)
+            return
+        client = self._client
+        with _mapped():
+            tx = await client.begin()
+            for queue, outgoing in publish:
+                await client.send(
+                    "/queue/" + check_queue_name(queue),
+                    outgoing.body,
+                    headers=_headers(outgoing),
+                    content_type=outgoing.content_type,
+                    transaction=tx,
+                )
+            await client.ack(_message(delivery), transaction=tx)
+            await client.commit(tx, receipt=True)
+
+    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+        with _mapped():
+            await self._client.nack(_message(delivery), delay_ms=_ms(delay) if delay else None)
+
+    async def reject(
+        self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
+    ) -> None:
+        with _mapped():
+            await self._client.nack(
+                _message(delivery), requeue=False, reason=reason, error=error or None, receipt=True
+            )
+
+    async def extend(self, delivery: Delivery, lease: float) -> None:
+        with _mapped():
+            await self._client.extend_lease(_message(delivery), _ms(lease))
+
+    # -- dead letters ------------------------------------------------------------------------
+
+    def dead_letter_queue(self, queue: str) -> str:
+        return f"DLQ.{queue}"
+
+    async def dead_letters(self, queue: str, limit: int) -> list[StoredMessage]:
+        answer = await self._admin(
+            {"command": "dlq-list", "queue": queue, "limit": str(min(limit, MAX_LIST)), "detail": "true"}
+        )
+        found = []
+        for m in answer["messages"]:
+            body = m["body"]
+            raw = body["text"].encode("utf-8") if "text" in body else base64.b64decode(body["base64"])
+            headers = dict(m["headers"])
+            found.append(StoredMessage(m["id"], raw, headers, m["reason"] or ""))
+        return found
+
+    async def redrive(self, queue: str, message_id: str | None) -> int:
+        headers = {"command": "dlq-redrive", "queue": queue}
+        if message_id is not None:
+            headers["id"] = message_id
+        return int((await self._admin(headers))["moved"])
+
+    async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
+        headers = {"command": "dlq-purge", "queue": queue}
+        if message_id is not None:
+            headers["id"] = message_id
+        return int((await self._admin(headers))["purged"])
+
+    async def _admin(self, headers: dict[str, str]) -> dict[str, Any]:
+        """One admin request, on a connection of its own (its reply must not mix with deliveries)."""
+        client = self._new_client()
+        with _mapped():
+            async with client:
+                await client.send(ADMIN, b"", headers={**headers, "reply-to": "/temp-queue/admin"})
+                reply = await client.receive(timeout=client.timeout)
+        try:
+            answer = json.loads(reply.body)
+        except ValueError:
+            raise TransportError(f"the broker's admin reply is not JSON: {reply.body[:80]!r}") from None
+        if not isinstance(answer, dict) or not answer.get("ok"):
+            error = answer.get("error", "admin request failed") if isinstance(answer, dict) else "bad reply"
+            raise TransportRefused(str(error))
+        return answer
+
+
+def _headers(message: Outgoing) -> dict[str, str]:
+    headers = {**message.headers, "persistent": "true"}
+    if message.delay:
+        headers["delay"] = str(_ms(message.delay))
+    if message.priority is not None:
+        headers["priority"] = str(message.priority)
+    return headers
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _message(delivery: Delivery) -> Message:
+    if not isinstance(delivery.token, Message):
+        raise TypeError("not a delivery of the queueit transport")
+    return delivery.token

@@ -1,0 +1,60 @@
+"""The app the worker-process tests run (``queueit worker tests.jobs.sample_app:app``).
+
+Jobs write what they do to the ledger file named by ``QUEUEIT_LEDGER``, one line per event,
+so a test can check from outside that each job ran, and how often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+
+from queueit.jobs import App, Retry, current
+
+app = App(os.environ.get("QUEUEIT_URL", "memory://sample"))
+_kept: list[bytearray] = []
+
+
+def record(*parts: object) -> None:
+    line = " ".join(str(p) for p in parts) + "\n"
+    with open(os.environ.get("QUEUEIT_LEDGER", os.devnull), "a") as f:
+        f.write(line)
+
+
+@app.job(queue="work")
+def add(n: int) -> None:
+    record("add", n, os.getpid())
+
+
+@app.job(queue="work")
+async def async_add(n: int) -> None:
+    await asyncio.sleep(0)
+    record("async_add", n, os.getpid())
+
+
+@app.job(queue="work", retry=Retry(retries=2, base=0.2, jitter=False))
+def flaky(n: int, fail_times: int) -> None:
+    attempt = current().attempt
+    record("flaky", n, attempt, os.getpid())
+    if attempt <= fail_times:
+        raise RuntimeError(f"attempt {attempt} fails on purpose")
+
+
+@app.job(queue="slow")
+def sleepy(n: int, seconds: float) -> None:
+    record("start", n, os.getpid())
+    time.sleep(seconds)
+    record("end", n, os.getpid())
+
+
+@app.job(queue="slow", timeout=1.0, retry=Retry(retries=0))
+def runaway(n: int) -> None:
+    record("runaway", n, os.getpid())
+    time.sleep(30)
+
+
+@app.job(queue="work")
+def hog(n: int, mb: int) -> None:
+    _kept.append(bytearray(b"x" * (mb * 2**20)))
+    record("hog", n, os.getpid())

@@ -1,0 +1,505 @@
+"""The job framework in one process, on ``memory://`` through :class:`JobTester`: defining,
+sending, argument checks, plain messages, invalid messages, retries, failures, hooks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, Literal
+
+import pytest
+
+from queueit.jobs import App, Envelope, InvalidMessage, JobTimeout, Middleware, Queue, Retry, current
+from queueit.jobs.envelope import Plain, decode
+from queueit.jobs.testing import JobTester
+from queueit.transports import Outgoing
+
+
+def make_app() -> App:
+    return App("memory://unused")
+
+
+# -- the envelope ------------------------------------------------------------------------------
+
+
+def test_an_envelope_round_trips_and_keeps_fields_it_does_not_know() -> None:
+    e = Envelope.new("send_email", "email", (1,), {"to": "a"}, headers={"h": "v"})
+    document = json.loads(e.encode())
+    assert document["queueit"] == 1
+    assert document["kwargs"] == {"to": "a"}
+    document["future_field"] = {"x": 1}
+    back = decode(json.dumps(document).encode())
+    assert isinstance(back, Envelope)
+    assert (back.id, back.job, back.args, back.kwargs, back.headers) == (
+        e.id,
+        "send_email",
+        (1,),
+        {"to": "a"},
+        {"h": "v"},
+    )
+    assert json.loads(back.encode())["future_field"] == {"x": 1}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b'{"queueit": 2, "id": "x", "job": "j"}', "version 2"),
+        (b'{"queueit": 1, "job": "j"}', "no 'id'"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "args": {}}', "'args' field must be a JSON list"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "attempt": true}', "'attempt'"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "headers": {"a": 1}}', "headers must all be strings"),
+    ],
+)
+def test_bad_bodies_are_invalid_messages_with_the_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(InvalidMessage, match=reason):
+        decode(body)
+
+
+def test_json_that_is_not_an_envelope_is_a_plain_message() -> None:
+    assert decode(b'{"to": "a@example.com"}') == Plain({"to": "a@example.com"})
+    assert decode(b"[1, 2]") == Plain([1, 2])
+
+
+# -- sending -----------------------------------------------------------------------------------
+
+
+def test_send_checks_arguments_at_the_call_site() -> None:
+    app = make_app()
+
+    @app.job(queue="email")
+    def send_email(to: str, subject: str = "hi") -> None: ...
+
+    @app.job(queue="store")
+    def store(data: Any) -> None: ...
+
+    with JobTester(app) as jobs:
+        with pytest.raises(TypeError, match="missing a required argument: 'to'"):
+            send_email.send()  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="unexpected keyword argument 'cc'"):
+            send_email.send(to="a", cc="b")  # type: ignore[call-arg]
+        with pytest.raises(TypeError, match="JSON values"):
+            store.send(data={"when": object()})
+        with pytest.raises(TypeError, match="expected str, got int"):
+            send_email.send(to=5)  # type: ignore[arg-type]
+        assert jobs.sent() == []
+        job_id = send_email.send(to="a@example.com")
+        sent = jobs.sent(send_email)
+        assert len(sent) == 1
+        assert isinstance(sent[0], Envelope)
+        assert (sent[0].id, sent[0].kwargs, sent[0].queue) == (job_id, {"to": "a@example.com"}, "email")
+
+
+def test_send_with_delays_prioritises_and_reroutes() -> None:
+    app = make_app()
+    ran: list[str] = []
+
+    @app.job(queue="a")
+    def note(text: str) -> None:
+        ran.append(text)
+
+    with JobTester(app) as jobs:
+        note.send_with(delay=3600).send("later")
+        note.send_with(priority=9).send("urgent")
+        note.send("normal")
+        note.send_with(queue="b", headers={"tenant": "t1"}).send("elsewhere")
+        assert [e.args for e in jobs.queued("a") if isinstance(e, Envelope)] == [
+            ("urgent",),
+            ("normal",),
+            ("later",),
+        ]
+        b = jobs.queued("b")
+        assert isinstance(b[0], Envelope)
+        assert b[0].headers == {"tenant": "t1"}
+        jobs.run()
+        # "later" waited an hour on the broker's (simulated) clock. The worker takes the queues
+        # the app's jobs use ("a"): the message rerouted to "b" waits for a worker of "b".
+        assert ran == ["urgent", "normal", "later"]
+        assert len(jobs.queued("b")) == 1
+    with pytest.raises(ValueError, match="delay or eta"):
+        note.send_with(delay=1, eta=2)
+    with pytest.raises(ValueError, match="priority"):
+        note.send_with(priority=10)
+
+
+def test_async_code_sends_with_asend() -> None:
+    app = make_app()
+    ran: list[int] = []
+
+    @app.job(queue="q")
+    async def double(n: int) -> None:
+        ran.append(n * 2)
+
+    with JobTester(app) as jobs:
+
+        async def main() -> None:
+            await double.asend(4)
+            await app.aclose()
+
+        asyncio.run(main())
+        jobs.run(raise_errors=True)
+    assert ran == [8]
+
+
+# -- running -----------------------------------------------------------------------------------
+
+
+def test_arguments_are_checked_and_converted_by_type_hints_on_the_worker() -> None:
+    app = make_app()
+    got: list[Any] = []
+
+    @app.job(queue="q")
+    def typed(
+        n: float, tags: list[str], mode: Literal["a", "b"] = "a", extra: dict[str, int] | None = None
+    ) -> None:
+        got.append((n, tags, mode, extra))
+
+    with JobTester(app) as jobs:
+        typed.send(1, ["x"], "b", {"k": 2})
+        raw = Envelope.new(typed.name, "q", (1, [3]), {}).encode()  # a tags item that is no str
+
+        async def put_raw() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            await transport.publish("q", Outgoing(raw))
+            await transport.close()
+
+        asyncio.run(put_raw())
+        report = jobs.run()
+    assert got == [(1.0, ["x"], "b", {"k": 2})]
+    assert isinstance(got[0][0], float)
+    assert report.done == 1
+    assert len(report.invalid) == 1
+    assert "tags[0]: expected str" in report.invalid[0][1]
+
+
+def test_a_plain_json_message_from_another_language_is_a_job() -> None:
+    """The talk's PHP producer: json_encode(['to' => ..., 'subject' => ...]) to /queue/email."""
+    app = make_app()
+    mails: list[tuple[str, str]] = []
+
+    @app.job(queue="email")
+    def send_email(to: str, subject: str) -> None:
+        mails.append((to, subject))
+
+    with JobTester(app) as jobs:
+
+        async def php() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            await transport.publish("email", Outgoing(b'{"to":"a@example.com","subject":"Hi"}'))
+            await transport.publish("email", Outgoing(b'{"to":"b@example.com"}'))  # missing subject
+            await transport.close()
+
+        asyncio.run(php())
+        report = jobs.run()
+    assert mails == [("a@example.com", "Hi")]
+    assert len(report.invalid) == 1
+    raw, reason = report.invalid[0]
+    assert raw == b'{"to":"b@example.com"}'
+    assert "missing a required argument: 'subject'" in reason
+
+
+def test_invalid_messages_are_dead_lettered_raw_and_never_retried() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def job(n: int) -> None: ...
+
+    with JobTester(app) as jobs:
+
+        async def bad() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            await transport.publish("q", Outgoing(b"\x00\xffgarbage"))
+            await transport.publish("q", Outgoing(Envelope.new("no.such.job", "q").encode()))
+            await transport.close()
+
+        asyncio.run(bad())
+        report = jobs.run()
+        dead = jobs.broker.messages("DLQ.q")
+    assert [r for _, r in report.invalid] == [
+        "the body is not UTF-8 text",
+        "no job named 'no.such.job' is registered in this worker's app",
+    ]
+    assert report.retried == 0
+    assert dead[0][0] == b"\x00\xffgarbage"
+    assert dead[0][1]["x-dead-letter-reason"] == "invalid"
+
+
+def test_retries_back_off_and_keep_every_error_then_the_job_is_kept_as_failed() -> None:
+    app = make_app()
+    attempts: list[int] = []
+
+    @app.job(queue="q", retry=Retry(retries=3, base=10, factor=3, jitter=False))
+    def fragile(n: int) -> None:
+        attempts.append(current().attempt)
+        raise ConnectionError(f"down {n}")
+
+    with JobTester(app) as jobs:
+        start = jobs.clock.now
+        fragile.send(1)
+        report = jobs.run()
+        waited = jobs.clock.now - start
+        dead = jobs.broker.messages("DLQ.q")
+    assert attempts == [1, 2, 3, 4]
+    assert (report.retried, len(report.failed)) == (3, 1)
+    assert waited == pytest.approx(10 + 30 + 90)  # the back-off, held by the broker
+    body, headers = dead[0]
+    failed = decode(body)
+    assert isinstance(failed, Envelope)
+    assert failed.attempt == 0  # ready to run again, with fresh retries, when redriven
+    assert [e["attempt"] for e in failed.errors] == [1, 2, 3, 4]
+    assert failed.errors[-1]["type"] == "builtins.ConnectionError"
+    assert "down 1" in failed.errors[-1]["traceback"]
+    assert headers["x-dead-letter-reason"] == "failed"
+    assert headers["x-dead-letter-queue"] == "q"
+
+
+def test_which_exceptions_retry() -> None:
+    app = make_app()
+    calls: list[str] = []
+
+    class Permanent(Exception):
+        pass
+
+    @app.job(queue="q", retry=Retry(retries=5, base=1, retry_on=(OSError,), fail_on=(FileNotFoundError,)))
+    def picky(kind: str) -> None:
+        calls.append(kind)
+        raise {"os": OSError("x"), "missing": FileNotFoundError("y"), "other": Permanent("z")}[kind]
+
+    with JobTester(app) as jobs:
+        for kind in ("missing", "other"):
+            picky.send(kind)
+        report = jobs.run()
+    assert calls == ["missing", "other"]  # neither retried
+    assert len(report.failed) == 2
+
+
+def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:
+    app = make_app()
+
+    @app.job(queue="q", timeout=0.2, retry=Retry(retries=1, base=1))
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    with JobTester(app) as jobs:
+        slow.send()
+        report = jobs.run()
+    assert [type(e) for e in report.errors] == [JobTimeout, JobTimeout]
+    assert len(report.failed) == 1
+
+
+def test_the_talks_queue_class() -> None:
+    app = make_app()
+    sent: list[dict[str, str]] = []
+
+    @app.register
+    class EmailQueue(Queue):
+        name = "email"
+        retries = 0
+
+        def validate(self, message: Any) -> bool:
+            return isinstance(message, dict) and "to" in message
+
+        def work(self, message: Any) -> None:
+            sent.append(message)
+
+    with JobTester(app) as jobs:
+        EmailQueue(app).publish({"to": "a@example.com", "subject": "Hi"})
+        with pytest.raises(ValueError, match="validate"):
+            EmailQueue(app).publish({"subject": "no recipient"})
+
+        async def php() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            await transport.publish("email", Outgoing(b'{"to": "b@example.com"}'))
+            await transport.publish("email", Outgoing(b'{"subject": "no to"}'))
+            await transport.close()
+
+        asyncio.run(php())
+        report = jobs.run()
+    assert sent == [{"to": "a@example.com", "subject": "Hi"}, {"to": "b@example.com"}]
+    assert [r for _, r in report.invalid] == ["EmailQueue.validate() refused the message"]
+
+
+def test_hooks_run_in_order_and_a_failing_hook_changes_nothing() -> None:
+    events: list[str] = []
+
+    class Audit(Middleware):
+        def before_enqueue(self, envelope: Envelope) -> None:
+            events.append(f"before_enqueue {envelope.args}")
+
+        def after_enqueue(self, envelope: Envelope) -> None:
+            events.append("after_enqueue")
+
+        def before_process(self, envelope: Envelope) -> None:
+            events.append(f"before_process {envelope.attempt}")
+            raise RuntimeError("a broken hook")
+
+        def after_process(self, envelope: Envelope, error: BaseException | None) -> None:
+            events.append(f"after_process {type(error).__name__}")
+
+        def on_retry(self, envelope: Envelope, error: BaseException, delay: float) -> None:
+            events.append("on_retry")
+
+        def on_fail(self, envelope: Envelope, error: BaseException) -> None:
+            events.append("on_fail")
+
+    app = App("memory://unused", middleware=[Audit()])
+
+    @app.job(queue="q", retry=Retry(retries=1, base=1))
+    def once(n: int) -> None:
+        if current().attempt == 1:
+            raise ValueError("first")
+
+    with JobTester(app) as jobs:
+        once.send(1)
+        report = jobs.run()
+    assert report.done == 1
+    assert events == [
+        "before_enqueue (1,)",
+        "after_enqueue",
+        "before_process 0",
+        "after_process ValueError",
+        "on_retry",
+        "before_process 1",
+        "after_process NoneType",
+    ]
+
+
+def test_two_jobs_with_one_name_are_refused() -> None:
+    app = make_app()
+
+    @app.job(name="same")
+    def a() -> None: ...
+
+    with pytest.raises(ValueError, match="already registered"):
+
+        @app.job(name="same")
+        def b() -> None: ...
+
+
+def test_a_bad_url_fails_where_the_app_is_built() -> None:
+    with pytest.raises(ValueError, match="no transport"):
+        App("redis://localhost")
+
+
+def test_current_outside_a_job_raises() -> None:
+    with pytest.raises(LookupError):
+        current()
+
+
+def test_raise_errors_reraises_the_jobs_exception() -> None:
+    app = make_app()
+
+    @app.job(queue="q", retries=0)
+    def boom() -> None:
+        raise KeyError("boom")
+
+    with JobTester(app) as jobs:
+        boom.send()
+        with pytest.raises(KeyError, match="boom"):
+            jobs.run(raise_errors=True)
+
+
+def test_every_listener_group_gets_each_event() -> None:
+    app = make_app()
+    indexed: list[Any] = []
+    mailed: list[Any] = []
+
+    @app.on("user.saved")
+    def index(user: Any) -> None:
+        indexed.append(user["id"])
+
+    @app.on("user.saved", group="mailer")
+    async def welcome(user: Any) -> None:
+        mailed.append(user["id"])
+
+    with JobTester(app) as jobs:
+        jobs.run()  # a listener group exists once its listeners have listened
+        app.emit("user.saved", {"id": 1})
+        app.emit("user.saved", {"id": 2})
+        app.emit("user.deleted", {"id": 1})  # nobody listens
+        jobs.run(raise_errors=True)
+    assert indexed == [1, 2]
+    assert mailed == [1, 2]
+    with pytest.raises(ValueError, match="already registered"):
+        app.on("user.saved", group="mailer")(lambda user: None)
+
+
+def test_a_pipeline_feeds_each_result_to_the_next_step_and_survives_a_failed_step() -> None:
+    app = make_app()
+    seen: list[Any] = []
+    broken = [True]
+
+    @app.job(queue="img")
+    def resize(path: str, width: int) -> str:
+        return f"{path}@{width}"
+
+    @app.job(queue="img", retries=0)
+    async def watermark(path: str) -> str:
+        if broken[0]:
+            raise OSError("font missing")
+        return f"{path}+wm"
+
+    @app.job(queue="upload")
+    def upload(path: str, bucket: str) -> None:
+        seen.append((path, bucket))
+
+    with JobTester(app) as jobs:
+        first = app.pipeline(resize.s("cat.png", width=200), watermark.s(), upload.s(bucket="thumbs")).send()
+        report = jobs.run()
+        assert seen == []
+        assert len(report.failed) == 1
+        failed = report.failed[0]
+        assert failed.job == watermark.name
+        assert failed.args == ("cat.png@200",)
+        assert failed.trace_id == jobs.sent(resize)[0].trace_id  # type: ignore[union-attr]
+        assert [s["job"] for s in failed.extra["then"]] == [upload.name]  # the rest is kept
+
+        broken[0] = False
+
+        async def retry() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            assert await transport.redrive("img", None) == 1
+            await transport.close()
+
+        asyncio.run(retry())
+        jobs.run(raise_errors=True)
+    assert seen == [("cat.png@200+wm", "thumbs")]
+    assert isinstance(first, str)
+    with pytest.raises(ValueError, match="not a job of this app"):
+        app.pipeline(resize.s("x", 1), App("memory://other").job(lambda: None).s())
+
+
+def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> None:
+    app = make_app()
+    calls: list[list[int]] = []
+    failing = [True]
+
+    @app.batch(queue="metrics", size=3, wait=0.3, retry=Retry(retries=1, base=5, jitter=False))
+    def store(points: list[int]) -> None:
+        calls.append(points)
+        if failing[0] and 13 in points:
+            raise OSError("disk full")
+
+    with JobTester(app) as jobs:
+        for n in range(7):
+            store.send(n)
+        with pytest.raises(TypeError, match="expected int"):
+            store.send("eight")  # type: ignore[arg-type]
+        report = jobs.run(raise_errors=True)
+        assert calls == [[0, 1, 2], [3, 4, 5], [6]]  # the last one after waiting 0.3 s
+        assert report.done == 7
+
+        calls.clear()
+        store.send(12)
+        store.send(13)
+        report = jobs.run()
+        assert calls[0] == [12, 13]
+        assert report.retried == 2  # a failed call retries each of its items
+        assert len(report.failed) == 2
+        assert sorted(e.args[0] for e in report.failed) == [12, 13]

@@ -1,0 +1,208 @@
+"""``queueit worker`` as users run it: real supervisor and worker processes, a real broker,
+real signals and ``kill -9``. Jobs report what they did in a ledger file (sample_app.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from queueit.client import Client
+
+from ..conftest import BrokerProcess, wait_until
+from . import sample_app as jobs
+from .conftest import REPO, Ledger, Sender, WorkerProcess
+
+StartWorker = Callable[..., WorkerProcess]
+
+
+def queue_depth(broker: BrokerProcess, queue: str) -> tuple[int, int]:
+    """(ready, in flight) of ``queue``, from the broker's stat."""
+    import json
+
+    with Client(broker.host, broker.port) as c:
+        c.send("/queueit/admin", b"", headers={"command": "stat", "reply-to": "/temp-queue/a"})
+        answer = json.loads(c.receive(timeout=5).body)
+    for q in answer["queues"]:
+        if q["name"] == queue:
+            return q["depth"], q["in_flight"]
+    return 0, 0
+
+
+def test_two_processes_share_the_work_and_run_each_job_once(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2", "--concurrency", "4")
+    for i in range(200):
+        send(jobs.add if i % 2 else jobs.async_add, i)
+    ledger.wait_for(lambda led: len(led.lines()) >= 200, "200 jobs")
+    time.sleep(0.3)
+    lines = ledger.lines()
+    assert sorted(int(parts[1]) for parts in lines) == list(range(200))  # each exactly once
+    assert len({parts[2] for parts in lines}) == 2  # both processes worked
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_worker_process_killed_mid_job_is_replaced_and_the_job_runs_again(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "1", "--concurrency", "2")
+    send(jobs.sleepy, 1, seconds=1.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
+    victim = int(ledger.of("start")[0][2])
+    os.kill(victim, signal.SIGKILL)
+    ledger.wait_for(lambda led: len(led.of("end")) == 1, "the job to run again and end", timeout=30)
+    starts = ledger.of("start")
+    assert len(starts) == 2
+    assert int(starts[1][2]) != victim  # run again by the replacement process
+    assert worker.pids()[:1] == [victim]
+    assert len(worker.pids()) == 2
+    assert "killed by SIGKILL" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_sigterm_lets_running_jobs_finish_and_leaves_queued_ones_queued(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--processes", "1", "--concurrency", "1", "--shutdown-timeout", "10")
+    send(jobs.sleepy, 1, seconds=1.5)
+    send(jobs.sleepy, 2, seconds=0.1)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the first job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert [p[1] for p in ledger.of("end")] == ["1"]  # finished, not cut short
+    assert [p[1] for p in ledger.of("start")] == ["1"]  # the second was not taken
+    assert queue_depth(broker, "slow") == (1, 0)  # and waits on the broker
+
+
+def test_past_the_shutdown_timeout_running_jobs_are_handed_back(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    first = start_worker("--processes", "1", "--shutdown-timeout", "0.5")
+    send(jobs.sleepy, 1, seconds=3.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
+    started = time.monotonic()
+    first.signal(signal.SIGTERM)
+    assert first.wait() == 0
+    assert time.monotonic() - started < 3.0  # did not wait for the job
+    second = start_worker("--processes", "1")
+    ledger.wait_for(lambda led: len(led.of("end")) >= 1, "the handed-back job to run", timeout=30)
+    assert len(ledger.of("start")) >= 2
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+
+
+def test_a_second_signal_hands_running_jobs_back_at_once(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--processes", "1", "--shutdown-timeout", "60")
+    send(jobs.sleepy, 1, seconds=5.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
+    worker.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    worker.signal(signal.SIGINT)
+    assert worker.wait(10) == 0
+    assert ledger.of("end") == []
+    wait_until(lambda: queue_depth(broker, "slow") == (1, 0), "the job back in its queue")
+
+
+def test_sighup_replaces_the_processes_without_losing_a_job(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2", "--concurrency", "2")
+    wait_until(lambda: len(worker.pids()) == 2, "two processes")
+    send(jobs.sleepy, 1, seconds=1.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the long job to start")
+    worker.signal(signal.SIGHUP)
+    for i in range(50):
+        send(jobs.add, i)
+    wait_until(lambda: len(worker.pids()) == 4, "two fresh processes")
+    ledger.wait_for(lambda led: len(led.of("add")) == 50 and len(led.of("end")) == 1, "every job")
+    assert len(ledger.of("start")) == 1  # the running job finished where it was; not run twice
+    assert sorted(int(p[1]) for p in ledger.of("add")) == list(range(50))
+    old = set(worker.pids()[:2])
+    wait_until(
+        lambda: worker.log().count("(reloaded) exited with 0") == 2,
+        "the old processes to exit",
+        log=worker.log,
+    )
+    time.sleep(0.2)
+    for i in range(50, 60):
+        send(jobs.add, i)
+    ledger.wait_for(lambda led: len(led.of("add")) == 60, "jobs after the reload")
+    assert not {int(p[2]) for p in ledger.of("add")[-10:]} & old
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_max_jobs_recycles_processes(start_worker: StartWorker, send: Sender, ledger: Ledger) -> None:
+    worker = start_worker("--processes", "1", "--concurrency", "1", "--max-jobs", "5")
+    for i in range(23):
+        send(jobs.add, i)
+    ledger.wait_for(lambda led: len(led.of("add")) == 23, "all jobs")
+    pids = Counter(p[2] for p in ledger.of("add"))
+    assert len(pids) == 5
+    assert max(pids.values()) <= 5
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_max_memory_recycles_a_process_that_grew(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "1", "--concurrency", "1", "--max-memory", "150")
+    for i in range(4):
+        send(jobs.hog, i, mb=60)
+    ledger.wait_for(lambda led: len(led.of("hog")) == 4, "the jobs")
+    assert len({p[2] for p in ledger.of("hog")}) >= 2
+    assert "is over --max-memory 150 MiB" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_sync_job_over_its_hard_timeout_fails_and_its_process_is_replaced(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--processes", "1", "--concurrency", "2")
+    send(jobs.runaway, 1)
+    ledger.wait_for(lambda led: len(led.of("runaway")) == 1, "the job to start")
+    wait_until(lambda: len(worker.pids()) == 2, "a replacement process", timeout=15)
+    assert "asked to be replaced" in worker.log()
+    wait_until(lambda: queue_depth(broker, "DLQ.slow")[0] == 1, "the failed job")
+    send(jobs.add, 99)
+    ledger.wait_for(lambda led: len(led.of("add")) == 1, "the replacement to work")
+    assert len(ledger.of("runaway")) == 1  # failed (retries=0), not run again
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    one = start_worker("--processes", "1", "--lease", "1")
+    two = start_worker("--processes", "1", "--lease", "1")
+    send(jobs.sleepy, 1, seconds=4.0)
+    ledger.wait_for(lambda led: len(led.of("end")) == 1, "the long job", timeout=30)
+    assert len(ledger.of("start")) == 1
+    for worker in (one, two):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+
+
+def test_a_bad_app_spec_is_refused_with_the_reason() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "queueit", "worker", "tests.jobs.no_such_module:app"],
+        check=False,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "cannot import 'tests.jobs.no_such_module'" in result.stdout

@@ -1,0 +1,360 @@
+"""The delivery contract (docs/delivery.md), one scenario per promise, for every transport.
+
+``test_contract.py`` runs each scenario against each transport; a transport module adds
+itself there with a :class:`Backend`. Scenarios use fresh queue names, so backends may
+share one broker between tests. A scenario that needs a capability the transport does not
+declare checks that asking for it raises ``Unsupported`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from queueit.transports import Delivery, Outgoing, Transport, Unsupported
+
+
+@dataclass
+class Backend:
+    """How to open connected transports to one broker."""
+
+    name: str
+    make: Callable[[], Transport]
+
+    @asynccontextmanager
+    async def open(self) -> AsyncIterator[Transport]:
+        transport = self.make()
+        await transport.connect()
+        try:
+            yield transport
+        finally:
+            await transport.close()
+
+
+Scenario = Callable[[Backend], Awaitable[None]]
+SCENARIOS: dict[str, Scenario] = {}
+
+
+def scenario(fn: Scenario) -> Scenario:
+    SCENARIOS[fn.__name__] = fn
+    return fn
+
+
+def fresh(prefix: str = "q") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+async def get(t: Transport, timeout: float = 5.0) -> Delivery:
+    delivery = await t.next_delivery(timeout)
+    assert delivery is not None, f"nothing delivered within {timeout} s"
+    return delivery
+
+
+async def nothing(t: Transport, timeout: float = 0.3) -> None:
+    delivery = await t.next_delivery(timeout)
+    assert delivery is None, f"unexpected delivery {delivery.body!r}"
+
+
+@scenario
+async def published_messages_arrive_unchanged(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b'{"n": 1}', {"x-custom": "yes", "job": "a.b"}))
+        await t.publish(q, Outgoing(b"\x00binary\xff", content_type="application/octet-stream"))
+        await t.consume(q, prefetch=10, lease=30)
+        first, second = await get(t), await get(t)
+        assert (first.body, second.body) == (b'{"n": 1}', b"\x00binary\xff")
+        assert first.headers["x-custom"] == "yes"
+        assert first.headers["job"] == "a.b"
+        assert (first.queue, first.redelivered, first.delivery_count) == (q, False, 1)
+        assert first.message_id != second.message_id
+        await t.ack(first)
+        await t.ack(second)
+        await nothing(t)
+
+
+@scenario
+async def acked_messages_are_gone_for_every_consumer(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"once"))
+        await t.consume(q, prefetch=1, lease=30)
+        await t.ack(await get(t))
+    async with b.open() as t:
+        await t.consume(q, prefetch=1, lease=30)
+        await nothing(t, 0.5)
+
+
+@scenario
+async def a_consumer_holds_no_more_than_its_prefetch(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t, b.open() as other:
+        for i in range(4):
+            await t.publish(q, Outgoing(str(i).encode()))
+        await t.consume(q, prefetch=2, lease=30)
+        first, second = await get(t), await get(t)
+        await nothing(t, 0.3)  # two held: no third
+        await other.consume(q, prefetch=5, lease=30)
+        rest = [await get(other), await get(other)]  # the other two go to a free consumer
+        assert sorted(d.body for d in (first, second, *rest)) == [b"0", b"1", b"2", b"3"]
+        for d in (first, second):
+            await t.ack(d)
+        for d in rest:
+            await other.ack(d)
+
+
+@scenario
+async def a_lost_connection_gives_its_deliveries_back_marked_redelivered(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"job"))
+        await t.consume(q, prefetch=1, lease=30)
+        first = await get(t)
+    async with b.open() as t:
+        await t.consume(q, prefetch=1, lease=30)
+        again = await get(t)
+        assert again.body == b"job"
+        assert again.message_id == first.message_id
+        assert again.redelivered
+        assert again.delivery_count == 2
+        await t.ack(again)
+
+
+@scenario
+async def a_lease_that_runs_out_returns_the_message_to_another_consumer(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as slow, b.open() as other:
+        if slow.capabilities.lease != "timed":
+            # Connection leases: held while the connection lives, however long the job runs.
+            await slow.publish(q, Outgoing(b"long"))
+            await slow.consume(q, prefetch=1, lease=0.2)
+            held = await get(slow)
+            await other.consume(q, prefetch=1, lease=0.2)
+            await nothing(other, 1.0)
+            await slow.ack(held)
+            return
+        await slow.publish(q, Outgoing(b"long"))
+        await slow.consume(q, prefetch=1, lease=0.4)
+        held = await get(slow)
+        await other.consume(q, prefetch=1, lease=30)
+        await nothing(other, 0.2)
+        again = await get(other, 5.0)
+        assert (again.message_id, again.redelivered, again.delivery_count) == (held.message_id, True, 2)
+        await other.ack(again)
+
+
+@scenario
+async def an_extended_lease_keeps_the_message(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as worker, b.open() as other:
+        await worker.publish(q, Outgoing(b"long"))
+        await worker.consume(q, prefetch=1, lease=0.5)
+        held = await get(worker)
+        await other.consume(q, prefetch=1, lease=30)
+        for _ in range(5):  # 1.5 s in all: three times the lease
+            await worker.extend(held, 0.5)
+            await nothing(other, 0.3)
+        await worker.ack(held)
+        await nothing(other, 0.7)
+
+
+@scenario
+async def released_messages_come_back_after_their_delay(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"again"))
+        await t.consume(q, prefetch=1, lease=30)
+        await t.release(await get(t))
+        now = await get(t)
+        assert (now.redelivered, now.delivery_count) == (True, 2)
+        started = time.monotonic()
+        await t.release(now, delay=0.6)
+        later = await get(t)
+        assert time.monotonic() - started >= 0.55
+        assert later.delivery_count == 3
+        await t.ack(later)
+
+
+@scenario
+async def delayed_messages_wait_on_the_broker(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        if not t.capabilities.delay:
+            with pytest.raises(Unsupported):
+                await t.publish(q, Outgoing(b"later", delay=1))
+            return
+        started = time.monotonic()
+        await t.publish(q, Outgoing(b"later", delay=0.8))
+        await t.publish(q, Outgoing(b"now"))
+        await t.consume(q, prefetch=5, lease=30)
+        first = await get(t)
+        assert first.body == b"now"
+        await t.ack(first)
+        second = await get(t)
+        assert second.body == b"later"
+        assert time.monotonic() - started >= 0.75
+        await t.ack(second)
+
+
+@scenario
+async def higher_priorities_are_delivered_first(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        if not t.capabilities.priority:
+            with pytest.raises(Unsupported):
+                await t.publish(q, Outgoing(b"p", priority=9))
+            return
+        for body, priority in ((b"low-1", 1), (b"high", 9), (b"low-2", 1), (b"default", None)):
+            await t.publish(q, Outgoing(body, priority=priority))
+        await t.consume(q, prefetch=1, lease=30)
+        got = []
+        for _ in range(4):
+            d = await get(t)
+            got.append(d.body)
+            await t.ack(d)
+        assert got == [b"high", b"default", b"low-1", b"low-2"]
+
+
+@scenario
+async def settle_acks_and_publishes_together(b: Backend) -> None:
+    q, retry, failed = fresh(), fresh("retry"), fresh("failed")
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"attempt-1"))
+        await t.consume(q, prefetch=1, lease=30)
+        d = await get(t)
+        await t.settle(d, [(retry, Outgoing(b"attempt-2", {"attempt": "2"})), (failed, Outgoing(b"record"))])
+        await nothing(t, 0.3)
+    async with b.open() as t:
+        await t.consume(retry, prefetch=5, lease=30)
+        await t.consume(failed, prefetch=5, lease=30)
+        got = {(await get(t)).body, (await get(t)).body}
+        assert got == {b"attempt-2", b"record"}
+
+
+@scenario
+async def rejected_messages_go_to_the_dead_letter_queue_unchanged(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"\xffnot json", {"x-keep": "1"}))
+        await t.publish(q, Outgoing(b"second"))
+        await t.consume(q, prefetch=2, lease=30)
+        bad, second = await get(t), await get(t)
+        await t.reject(bad, "invalid", "the body is not UTF-8 text")
+        await t.reject(second, "rejected")
+        await nothing(t, 0.3)
+        dead = await t.dead_letters(q, 10)
+        assert [(m.body, m.reason) for m in dead] == [(b"\xffnot json", "invalid"), (b"second", "rejected")]
+        assert dead[0].headers["x-keep"] == "1"
+        assert dead[0].headers["x-dead-letter-error"] == "the body is not UTF-8 text"
+        assert "x-dead-letter-error" not in dead[1].headers
+        assert await t.delete_dead_letters(q, dead[1].message_id) == 1
+        assert await t.redrive(q, None) == 1
+        back = await get(t)
+        assert back.body == b"\xffnot json"
+        await t.ack(back)
+        assert await t.dead_letters(q, 10) == []
+
+
+@scenario
+async def a_message_given_back_too_often_is_dead_lettered(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"poison"))
+        await t.consume(q, prefetch=1, lease=30)
+        for count in range(1, 11):
+            d = await get(t)
+            assert d.delivery_count == count
+            await t.release(d)
+        await nothing(t, 0.5)
+        dead = await t.dead_letters(q, 10)
+        assert [(m.body, m.reason) for m in dead] == [(b"poison", "max-deliveries")]
+
+
+@scenario
+async def a_paused_consumer_keeps_what_it_holds_and_gets_nothing_new(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        for i in range(3):
+            await t.publish(q, Outgoing(str(i).encode()))
+        await t.consume(q, prefetch=1, lease=30)
+        held = await get(t)
+        await t.pause()
+        await t.ack(held)
+        await nothing(t, 0.5)
+    async with b.open() as t:
+        await t.consume(q, prefetch=5, lease=30)
+        rest = sorted([(await get(t)).body, (await get(t)).body])
+        assert rest == [b"1", b"2"]
+
+
+@scenario
+async def each_listener_group_gets_one_copy_of_a_broadcast(b: Backend) -> None:
+    topic = fresh("user.saved")
+    g1, g2 = fresh("mailer"), fresh("audit")
+    async with AsyncExitStack() as stack:
+        a1, a2, c = [await stack.enter_async_context(b.open()) for _ in range(3)]
+        if not a1.capabilities.topics:
+            with pytest.raises(Unsupported):
+                await a1.listen(topic, group=g1, prefetch=1)
+            return
+        q1 = await a1.listen(topic, group=g1, prefetch=10)
+        assert await a2.listen(topic, group=g1, prefetch=10) == q1
+        q2 = await c.listen(topic, group=g2, prefetch=10)
+        assert q2 != q1
+        for i in range(4):
+            await c.broadcast(topic, Outgoing(f"event-{i}".encode()))
+        got_c = []
+        for _ in range(4):
+            d = await get(c)
+            assert d.queue == q2
+            got_c.append(d.body)
+            await c.ack(d)
+        assert got_c == [b"event-0", b"event-1", b"event-2", b"event-3"]
+        shared = []
+        for t in (a1, a2):
+            while (maybe := await t.next_delivery(0.5)) is not None:
+                shared.append(maybe.body)
+                await t.ack(maybe)
+        assert sorted(shared) == got_c
+
+
+@scenario
+async def a_group_keeps_its_events_while_its_listeners_are_away(b: Backend) -> None:
+    topic, group = fresh("order.paid"), fresh("invoices")
+    async with b.open() as t:
+        if not t.capabilities.topics:
+            return
+        await t.listen(topic, group=group, prefetch=1)
+    async with b.open() as t:
+        await t.broadcast(topic, Outgoing(b"while away"))
+    async with b.open() as t:
+        await t.listen(topic, group=group, prefetch=1)
+        d = await get(t)
+        assert d.body == b"while away"
+        await t.ack(d)
+
+
+@scenario
+async def what_a_transport_cannot_do_is_refused_before_sending(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        limit = t.capabilities.max_message_bytes
+        if limit is not None:
+            with pytest.raises(Unsupported):
+                await t.publish(q, Outgoing(b"x" * (limit + 1)))
+        with pytest.raises(ValueError, match="priority"):
+            Outgoing(b"", priority=10)
+        with pytest.raises(ValueError, match="bad queue name"):
+            await t.publish("bad name!", Outgoing(b""))
+        await t.consume(q, prefetch=1, lease=30)
+        await nothing(t, 0.2)
+
+
+def run(backend: Backend, name: str) -> None:
+    asyncio.run(asyncio.wait_for(SCENARIOS[name](backend), 60))
