@@ -36,6 +36,10 @@ class WorkerProcess:
     def wait(self, timeout: float = 30.0) -> int:
         return self.process.wait(timeout)
 
+    def consuming(self) -> int:
+        """Worker processes that have subscribed so far (restarts included)."""
+        return self.log().count(" taking jobs from ")
+
     def pids(self) -> list[int]:
         """Worker processes started so far, in order."""
         found = []

@@ -37,6 +37,7 @@ def test_two_processes_share_the_work_and_run_each_job_once(
     start_worker: StartWorker, send: Sender, ledger: Ledger
 ) -> None:
     worker = start_worker("--processes", "2", "--concurrency", "4")
+    wait_until(lambda: worker.consuming() == 2, "both processes to subscribe", log=worker.log)
     for i in range(200):
         send(jobs.add if i % 2 else jobs.async_add, i)
     ledger.wait_for(lambda led: len(led.lines()) >= 200, "200 jobs")

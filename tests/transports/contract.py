@@ -110,6 +110,24 @@ async def a_consumer_holds_no_more_than_its_prefetch(b: Backend) -> None:
 
 
 @scenario
+async def a_slot_freed_by_any_settlement_takes_the_next_message(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        for i in range(4):
+            await t.publish(q, Outgoing(str(i).encode()))
+        await t.consume(q, prefetch=1, lease=30)
+        first = await get(t)
+        await t.reject(first, "invalid")  # frees the only slot
+        second = await get(t)
+        await t.settle(second, [])
+        third = await get(t)
+        await t.release(third, delay=60)
+        fourth = await get(t)
+        assert [d.body for d in (first, second, third, fourth)] == [b"0", b"1", b"2", b"3"]
+        await t.ack(fourth)
+
+
+@scenario
 async def a_lost_connection_gives_its_deliveries_back_marked_redelivered(b: Backend) -> None:
     q = fresh()
     async with b.open() as t:

@@ -113,6 +113,7 @@ class Worker:
         self._transport: Transport | None = None
         self._running: set[asyncio.Task[None]] = set()
         self._batches: dict[tuple[int, str], _Batch] = {}
+        self._leased: dict[Delivery, Transport] = {}  # running jobs, whose leases are renewed
         self._stop: asyncio.Event | None = None
         self._exit = Exit.STOPPED
         self._hurry = False
@@ -139,6 +140,7 @@ class Worker:
         self._stop = asyncio.Event()
         if self._stopping:  # stopped before it started
             self._stop.set()
+        renewer = asyncio.ensure_future(self._renew_leases())
         try:
             while not self._stop.is_set():
                 try:
@@ -149,6 +151,7 @@ class Worker:
                     self._transport = None
             await self._shut_down()
         finally:
+            renewer.cancel()
             self._pool.shutdown(wait=False, cancel_futures=True)
         return self._exit
 
@@ -189,26 +192,24 @@ class Worker:
         return max([self.settings.concurrency, *sizes])
 
     async def _receive_loop(self) -> None:
+        """Start a job per delivery until stopped (the stop cancels the waiting receive: a
+        cancelled receive loses no delivery) or the connection is lost (raises)."""
         transport, stop = self._transport, self._stop
         if transport is None or stop is None:
             return
+        receiving = asyncio.ensure_future(self._receive(transport))
         stopping = asyncio.ensure_future(stop.wait())
         try:
-            while not stop.is_set():
-                receiving = asyncio.ensure_future(transport.next_delivery())
-                await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not receiving.done():
-                    receiving.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await receiving
-                    if not receiving.cancelled() and receiving.exception() is None:
-                        self._start(transport, receiving.result())
-                    break
-                delivery = receiving.result()  # raises TransportClosed: the caller reconnects
-                if delivery is not None:
-                    self._start(transport, delivery)
+            await asyncio.wait({receiving, stopping}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopping.cancel()
+            receiving.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await receiving  # raises TransportClosed: the caller reconnects
+
+    async def _receive(self, transport: Transport) -> None:
+        while True:
+            self._start(transport, await transport.next_delivery())
 
     def _start(self, transport: Transport, delivery: Delivery | None) -> None:
         if delivery is not None:
@@ -286,9 +287,8 @@ class Worker:
         call: Callable[[], Any],
     ) -> None:
         """Run ``call`` for ``entries`` (one job, or a batch of them) and settle each."""
-        keepers = []
-        if transport.capabilities.lease == "timed":
-            keepers = [asyncio.ensure_future(self._keep_leased(transport, d)) for d, _ in entries]
+        for d, _ in entries:
+            self._leased[d] = transport
         first, envelope = entries[0]
         started = time.monotonic()
         error: BaseException | None = None
@@ -307,8 +307,6 @@ class Worker:
                 raise
             except Exception as exc:
                 error = exc
-            for keeper in keepers:
-                keeper.cancel()
             for m in self.app.middleware:
                 for _, e in entries:
                     _hook(m.after_process, e, error)
@@ -349,8 +347,8 @@ class Worker:
             for delivery, _ in entries:
                 await _quietly(transport.release(delivery, delay=REFUSED_RETRY_DELAY))
         finally:
-            for keeper in keepers:
-                keeper.cancel()
+            for d, _ in entries:
+                self._leased.pop(d, None)
             self._count(len(entries))
 
     def _count(self, jobs: int) -> None:
@@ -358,16 +356,20 @@ class Worker:
         self._check_recycle()
 
     async def _run(self, handler: Handler, call: Callable[[], Any], context: JobContext) -> Any:
-        timeout = handler.options.timeout or MAX_TIMEOUT
+        timeout = handler.options.timeout
         token = current_job.set(context)
         try:
             if handler.is_async:
+                if timeout is None:
+                    return await call()
                 try:
                     return await asyncio.wait_for(call(), timeout)
                 except TimeoutError:
                     raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._pool, contextvars.copy_context().run, call)
+            if timeout is None:
+                return await future
             try:
                 return await asyncio.wait_for(asyncio.shield(future), timeout)
             except TimeoutError:
@@ -382,14 +384,16 @@ class Worker:
         finally:
             current_job.reset(token)
 
-    async def _keep_leased(self, transport: Transport, delivery: Delivery) -> None:
+    async def _renew_leases(self) -> None:
+        """Every third of the lease, extend the lease of every job still running (one task
+        for all jobs: nothing to start or cancel per job)."""
         lease = self.settings.lease
         while True:
             await asyncio.sleep(lease / 3)
-            try:
-                await transport.extend(delivery, lease)
-            except TransportError:
-                return  # the connection is gone: the job will be delivered again anyway
+            for delivery, transport in list(self._leased.items()):
+                if transport.capabilities.lease == "timed":
+                    # A lost connection: the job will be delivered again anyway.
+                    await _quietly(transport.extend(delivery, lease))
 
     async def _failed(
         self,

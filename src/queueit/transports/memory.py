@@ -362,6 +362,7 @@ class MemoryTransport:
         with self.broker._lock:
             q, message = self.broker.settle(self, self._token(delivery))
             self.broker.give_back(q, message, delay)
+        self.wake()  # a free slot: this consumer may take the next message
 
     async def reject(
         self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
@@ -369,6 +370,7 @@ class MemoryTransport:
         with self.broker._lock:
             q, message = self.broker.settle(self, self._token(delivery))
             self.broker.dead_letter(q, message, reason, error[:1000])
+        self.wake()
 
     async def extend(self, delivery: Delivery, lease: float) -> None:
         with self.broker._lock:
