@@ -11,6 +11,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+import pytest
+
 from queueit.client import Client
 
 from ..conftest import BrokerProcess, wait_until
@@ -196,9 +198,20 @@ def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
         assert worker.wait() == 0
 
 
-def test_a_bad_app_spec_is_refused_with_the_reason() -> None:
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["tests.jobs.no_such_module:app"], "cannot import 'tests.jobs.no_such_module'"),
+        (["tests.jobs.sample_app"], "give the app as MODULE:ATTRIBUTE"),
+        (["tests.jobs.sample_app:record"], "is not a queueit.App"),
+        (["tests.jobs.sample_app:app", "--queues", "bad name"], "bad queue name 'bad name'"),
+        (["tests.jobs.sample_app:app", "--processes", "0"], "must be at least 1"),
+        (["tests.jobs.sample_app:app", "--max-time", "-1"], "must be a positive number"),
+    ],
+)
+def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "queueit", "worker", "tests.jobs.no_such_module:app"],
+        [sys.executable, "-m", "queueit", "worker", *args],
         check=False,
         cwd=REPO,
         capture_output=True,
@@ -206,4 +219,5 @@ def test_a_bad_app_spec_is_refused_with_the_reason() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "cannot import 'tests.jobs.no_such_module'" in result.stdout
+    assert said in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

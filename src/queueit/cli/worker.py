@@ -8,6 +8,7 @@ from typing import Any
 from ..jobs.process import load_app
 from ..jobs.supervisor import run_supervisor
 from ..jobs.worker import WorkerSettings
+from ..transports.base import check_queue_name
 from .args import positive_int
 
 
@@ -19,6 +20,13 @@ def positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
     return value
+
+
+def queue_list(text: str) -> tuple[str, ...]:
+    try:
+        return tuple(check_queue_name(q) for q in text.split(",") if q)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any) -> None:
@@ -38,7 +46,7 @@ def register(sub: Any) -> None:
     p.add_argument("app", metavar="MODULE:APP", help="where the queueit.App is, e.g. myproject.tasks:app")
     p.add_argument(
         "--queues",
-        type=lambda t: tuple(q for q in t.split(",") if q),
+        type=queue_list,
         default=(),
         help="comma-separated queues to take jobs from (default: every queue the app's jobs use)",
     )
