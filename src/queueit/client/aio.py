@@ -58,6 +58,7 @@ class AsyncClient:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue(max_buffered)
+        self._waiters: set[asyncio.Future[None]] = set()  # receive() calls waiting for a message
         self._receipts: dict[str, asyncio.Future[None]] = {}
         self._connected: asyncio.Future[Connected] | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -208,27 +209,28 @@ class AsyncClient:
             ReceiveTimeout: none arrived within ``timeout`` (default: the client's timeout).
             ConnectionClosed / ServerRefused: the connection ended (at once, not at the timeout).
         """
-        if not self._messages.empty():
-            return self._messages.get_nowait()
-        if self._error is not None:
-            raise self._error
-        getter = asyncio.ensure_future(self._messages.get())
-        failed = asyncio.ensure_future(self._failed.wait())
-        try:
-            await asyncio.wait(
-                {getter, failed},
-                timeout=self.timeout if timeout is None else timeout,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-        finally:
-            failed.cancel()
-            if not getter.done():
-                getter.cancel()
-        if getter.done() and not getter.cancelled():
-            return getter.result()
-        if self._error is not None:
-            raise self._error
-        raise ReceiveTimeout("nothing received in time")
+        deadline = asyncio.get_running_loop().time() + (self.timeout if timeout is None else timeout)
+        while True:
+            if not self._messages.empty():
+                return self._messages.get_nowait()
+            if self._error is not None:
+                raise self._error
+            # One future to wait on, woken by the reader or by a failure: cheaper than racing a
+            # Queue.get task against a failure task, and cancelling it loses no message.
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.add(waiter)
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except TimeoutError:
+                raise ReceiveTimeout("nothing received in time") from None
+            finally:
+                self._waiters.discard(waiter)
+
+    def _wake(self) -> None:
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -286,6 +288,7 @@ class AsyncClient:
     async def _on_event(self, event: Connected | Message | Receipt | ServerError) -> None:
         if isinstance(event, Message):
             await self._messages.put(event)
+            self._wake()
         elif isinstance(event, Receipt):
             future = self._receipts.get(event.receipt_id)
             if future is not None and not future.done():
@@ -301,6 +304,7 @@ class AsyncClient:
             return  # the first failure is the one to report
         self._error = error
         self._failed.set()
+        self._wake()
         for future in [*self._receipts.values(), self._connected]:
             if future is not None and not future.done():
                 future.set_exception(error)

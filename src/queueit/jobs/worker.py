@@ -212,8 +212,12 @@ class Worker:
             self._start(transport, await transport.next_delivery())
 
     def _start(self, transport: Transport, delivery: Delivery | None) -> None:
-        if delivery is not None:
-            self._spawn(self._handle(transport, delivery))
+        if delivery is None:
+            return
+        if self._stopping:  # arrived as the worker stops (a slot freed before the pause): back
+            self._spawn(_quietly(transport.release(delivery)))
+            return
+        self._spawn(self._handle(transport, delivery))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
