@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from typing import Any
 
 from ..client import ClientError
 from .args import positive_int
-from .messaging import admin_request, connection_args, fail, print_table
+from .messaging import admin_request, connection_args, fail, local_time, print_table
 
 
 def register(sub: Any) -> None:
@@ -52,7 +51,7 @@ def dlq(args: argparse.Namespace) -> int:
         print_table(
             ["id", "reason", "from", "deliveries", "dead since", "bytes"],
             [
-                (m["id"], m["reason"], m["queue"], m["deliveries"], _when(m["time"]), m["size"])
+                (m["id"], m["reason"], m["queue"], m["deliveries"], local_time(m["time"]), m["size"])
                 for m in answer["messages"]
             ],
         )
@@ -67,7 +66,3 @@ def dlq(args: argparse.Namespace) -> int:
     else:
         print(f"purged {answer['purged']} message(s)")
     return 0
-
-
-def _when(epoch_ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000)) if epoch_ms else "-"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from typing import Any
 
 from ..jobs import failed as ops
@@ -13,7 +12,7 @@ from ..jobs.app import DEFAULT_URL
 from ..jobs.process import load_app
 from ..transports import Transport, TransportError, open_transport
 from .args import positive_int
-from .messaging import fail, print_table
+from .messaging import fail, local_time, print_table
 
 
 def register(sub: Any) -> None:
@@ -116,7 +115,7 @@ def _print_list(found: list[ops.FailedJob], as_json: bool) -> None:
 
 def _row(r: dict[str, Any]) -> tuple[Any, ...]:
     error = (r["error"] or "-")[:60]
-    return (r["id"], r["queue"], r["job"], r["reason"], r["attempts"], _when(r["time"]), error)
+    return (r["id"], r["queue"], r["job"], r["reason"], r["attempts"], local_time(r["time"]), error)
 
 
 def _print_detail(found: ops.FailedJob, as_json: bool) -> None:
@@ -126,7 +125,7 @@ def _print_detail(found: ops.FailedJob, as_json: bool) -> None:
         return
     for key in ("id", "queue", "job", "job_id", "reason", "attempts", "trace_id"):
         print(f"{key}: {d.get(key)}")
-    print(f"failed at: {_when(d['time'])}")
+    print(f"failed at: {local_time(d['time'])}")
     if "args" in d:
         print(f"args: {json.dumps(d['args'])}")
         print(f"kwargs: {json.dumps(d['kwargs'])}")
@@ -135,7 +134,3 @@ def _print_detail(found: ops.FailedJob, as_json: bool) -> None:
         print(error.get("traceback", "").rstrip())
     if found.envelope is None:
         print(f"\nbody: {d['body']}")
-
-
-def _when(epoch_ms: int) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000)) if epoch_ms else "-"

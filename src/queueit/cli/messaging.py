@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from ..client import Client, ClientError, ReceiveTimeout
@@ -199,3 +200,8 @@ def print_table(header_row: list[str], rows: list[tuple[Any, ...]]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
     if not rows:
         print("(none)")
+
+
+def local_time(epoch_ms: int) -> str:
+    """``epoch_ms`` as local ``YYYY-MM-DD HH:MM:SS``; ``-`` for 0 (unknown)."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch_ms / 1000)) if epoch_ms else "-"

@@ -180,13 +180,8 @@ class App:
     async def aemit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
         """:meth:`emit` for async code."""
         envelope = Envelope.new(f"event:{event}", event, (to_json_value(payload),), headers=headers)
-        for m in self.middleware:
-            m.before_enqueue(envelope)
         outgoing = Outgoing(envelope.encode(), {"job": envelope.job, "job-id": envelope.id})
-        await self._produce(lambda t: t.broadcast(event, outgoing))
-        for m in self.middleware:
-            m.after_enqueue(envelope)
-        return envelope.id
+        return await self._enqueue(envelope, lambda t: t.broadcast(event, outgoing))
 
     def batch(
         self,
@@ -260,8 +255,6 @@ class App:
 
     async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
         """Send from async code; returns the job id once the broker holds the message."""
-        for m in self.middleware:
-            m.before_enqueue(envelope)
         priority = options.priority if options.priority is not None else job.priority
         outgoing = Outgoing(
             envelope.encode(),
@@ -269,7 +262,13 @@ class App:
             delay=options.delay_from(time.time()),
             priority=priority,
         )
-        await self.publish(envelope.queue, outgoing)
+        return await self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing))
+
+    async def _enqueue(self, envelope: Envelope, step: Callable[[Transport], Awaitable[None]]) -> str:
+        """``step`` (a publish or a broadcast) between the enqueue hooks; returns the job id."""
+        for m in self.middleware:
+            m.before_enqueue(envelope)
+        await self._produce(step)
         for m in self.middleware:
             m.after_enqueue(envelope)
         return envelope.id

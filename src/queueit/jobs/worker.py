@@ -463,9 +463,9 @@ class Worker:
             s.max_time is not None and time.monotonic() - self._started >= s.max_time
         ):
             self._finish(Exit.RECYCLE)
-        elif s.max_memory_mb is not None and rss_mb() > s.max_memory_mb:
+        elif s.max_memory_mb is not None and (resident := rss_mb()) > s.max_memory_mb:
             log.warning(
-                "resident memory %.0f MiB is over --max-memory %d MiB; recycling", rss_mb(), s.max_memory_mb
+                "resident memory %.0f MiB is over --max-memory %d MiB; recycling", resident, s.max_memory_mb
             )
             self._finish(Exit.RECYCLE)
 
