@@ -58,3 +58,8 @@ def runaway(n: int) -> None:
 def hog(n: int, mb: int) -> None:
     _kept.append(bytearray(b"x" * (mb * 2**20)))
     record("hog", n, os.getpid())
+
+
+@app.periodic(every=1, queue="periodic")
+def tick() -> None:
+    record("tick", current().envelope.unique, os.getpid())

@@ -503,3 +503,62 @@ def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> Non
         assert report.retried == 2  # a failed call retries each of its items
         assert len(report.failed) == 2
         assert sorted(e.args[0] for e in report.failed) == [12, 13]
+
+
+# -- unique jobs -------------------------------------------------------------------------------
+
+
+def test_a_unique_job_keeps_a_second_run_with_the_same_arguments_out_until_the_first_ran() -> None:
+    app = make_app()
+    ran: list[int] = []
+
+    @app.job(queue="q", unique=True)
+    def sync_account(account: int, full: bool = False) -> None:
+        ran.append(account)
+
+    with JobTester(app) as jobs:
+        first = sync_account.send(1)
+        assert sync_account.send(1) == first  # kept out: the holder's job id comes back
+        assert sync_account.send(account=1) == first  # the same arguments, however given
+        second = sync_account.send(2)
+        assert second != first
+        assert sync_account.send(1, full=True) not in (first, second)  # other arguments
+        assert len(jobs.queued("q")) == 3
+        jobs.run()
+        assert sync_account.send(1) != first  # it ran: the key is free again
+    assert sorted(ran) == [1, 1, 2]
+
+
+def test_a_key_given_per_send_and_unique_for_hold_it_on_after_the_run() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def refresh(user: int) -> None: ...
+
+    with JobTester(app) as jobs:
+        first = refresh.send_with(key="user-7", unique_for=60).send(7)
+        assert refresh.send_with(key="user-7").send(8) == first  # the key, not the arguments
+        assert refresh.send(7) != first  # no key: never kept out
+        jobs.run()
+        assert refresh.send_with(key="user-7").send(7) == first  # still within unique_for
+        jobs.clock.now += 61
+        assert refresh.send_with(key="user-7").send(7) != first
+    with pytest.raises(ValueError, match="key must be 1-200"):
+        refresh.send_with(key="")
+
+
+def test_a_running_unique_job_and_its_retry_keep_the_key_until_it_fails() -> None:
+    app = make_app()
+    seen: list[tuple[int, str]] = []
+
+    @app.job(queue="q", unique=True, retry=Retry(retries=1, base=10, jitter=False))
+    def flaky() -> None:
+        seen.append((current().attempt, flaky.send()))  # a copy sent while this one runs
+        raise RuntimeError("again")
+
+    with JobTester(app) as jobs:
+        first = flaky.send()
+        report = jobs.run()
+        assert len(report.failed) == 1
+        assert flaky.send() != first  # failed (kept in the DLQ): the key is free
+    assert seen == [(1, first), (2, first)]  # the running attempt, then its retry, held the key

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from queueit.transports import Delivery, Outgoing, Transport, Unsupported
+from queueit.transports import Delivery, Outgoing, Transport, Unique, Unsupported
 
 
 @dataclass
@@ -372,6 +372,61 @@ async def what_a_transport_cannot_do_is_refused_before_sending(b: Backend) -> No
             await t.publish("bad name!", Outgoing(b""))
         await t.consume(q, prefetch=1, lease=30)
         await nothing(t, 0.2)
+
+
+@scenario
+async def a_unique_key_keeps_a_second_copy_out_while_the_first_is_queued_or_leased(b: Backend) -> None:
+    q, other = fresh(), fresh()
+    async with b.open() as t:
+        first = Outgoing(b"1", unique=Unique("k", ref="job-1"))
+        if not t.capabilities.unique:
+            with pytest.raises(Unsupported, match="unique key"):
+                await t.publish(q, first)
+            return
+        assert await t.publish(q, first) is None
+        assert await t.publish(q, Outgoing(b"2", unique=Unique("k", ref="job-2"))) == "job-1"
+        assert await t.publish(other, Outgoing(b"3", unique=Unique("k"))) is None  # per queue
+        await t.consume(q, prefetch=1, lease=30)
+        d = await get(t)
+        assert d.body == b"1"
+        assert await t.publish(q, Outgoing(b"4", unique=Unique("k"))) == "job-1"  # leased: still held
+        await t.release(d)
+        d = await get(t)
+        assert await t.publish(q, Outgoing(b"5", unique=Unique("k"))) == "job-1"
+        await t.ack(d)
+        assert await t.publish(q, Outgoing(b"6", unique=Unique("k", ref="job-6"))) is None
+        assert (await get(t)).body == b"6"
+
+
+@scenario
+async def a_retry_settled_with_its_original_takes_over_the_key(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        if not t.capabilities.unique:
+            return  # refused at publish: see the scenario above
+        await t.publish(q, Outgoing(b"attempt-1", unique=Unique("k", ref="job")))
+        await t.consume(q, prefetch=1, lease=30)
+        d = await get(t)
+        await t.settle(d, [(q, Outgoing(b"attempt-2", delay=0.3, unique=Unique("k", ref="job")))])
+        assert await t.publish(q, Outgoing(b"copy", unique=Unique("k"))) == "job"  # delayed: held
+        d = await get(t)
+        assert d.body == b"attempt-2"
+        await t.reject(d, "rejected")  # dead-lettered: the key is free
+        assert await t.publish(q, Outgoing(b"new", unique=Unique("k"))) is None
+
+
+@scenario
+async def hold_for_keeps_the_key_after_the_message_is_gone(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        if not t.capabilities.unique:
+            return
+        await t.publish(q, Outgoing(b"tick", unique=Unique("tick-1", ref="a", hold_for=1.0)))
+        await t.consume(q, prefetch=1, lease=30)
+        await t.ack(await get(t))
+        assert await t.publish(q, Outgoing(b"again", unique=Unique("tick-1", ref="b"))) == "a"
+        await asyncio.sleep(1.1)
+        assert await t.publish(q, Outgoing(b"later", unique=Unique("tick-1", ref="c"))) is None
 
 
 def run(backend: Backend, name: str) -> None:

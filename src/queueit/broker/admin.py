@@ -88,7 +88,7 @@ def _dead_letters(
     elif command == "dlq-purge":
         only_id = h.get("id")
         if not only_id:
-            answer({"purged": dlq.store.purge() if dlq is not None else 0})
+            answer({"purged": dlq.purge() if dlq is not None else 0})
         elif dlq is None:
             answer({"ok": False, "error": f"No message {only_id!r} among the dead letters.", "purged": 0})
         else:
@@ -152,7 +152,7 @@ def _run(core: BrokerCore, s: SessionState, command: str, h: dict[str, str]) -> 
         if target is None or target.kind is not QueueKind.NAMED:
             raise InvalidDestination(f"No queue named {name!r}.")
         if command == "queue-purge":
-            purged = target.store.purge()
+            purged = target.purge()
             target.dispatch(core.now_ms())  # releases publishers held back by the backlog
             return {"purged": purged}
         if target.consumers:

@@ -35,6 +35,7 @@ from ..stomp import (
     Subscribe,
     Unsubscribe,
 )
+from . import unique
 from .admin import handle_admin
 from .auth import User
 from .dead_letters import DEAD_LETTER_HEADER_PREFIX
@@ -127,6 +128,14 @@ class BrokerCore:
                     (queue, attributes.get("key", ""))
                 )
         self._bind_waiting(TOPIC_EXCHANGE)
+        self.records = store.records(self.now_ms())
+        for ns in [ns for ns in self.records if ns.startswith(unique.NAMESPACE)]:
+            found = self.queues.get(ns[len(unique.NAMESPACE) :])
+            if found is None:
+                store.drop_records(ns)  # its queue was deleted before a crash
+            else:
+                self._unique_keys(found).load(self.records[ns])
+            del self.records[ns]
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -153,15 +162,15 @@ class BrokerCore:
         for sub in list(s.subscriptions.values()):
             sub.queue.dispatch(now)
 
-    def handle(self, s: SessionState, event: ClientEvent) -> None:
-        """Apply one client frame.
+    def handle(self, s: SessionState, event: ClientEvent) -> dict[str, str] | None:
+        """Apply one client frame; return headers its RECEIPT carries besides ``receipt-id``.
 
         Raises:
             BrokerError: the request is refused; the connection is to be closed.
         """
         match event:  # SEND first: it is the hot path
             case Send():
-                self._on_send(s, event)
+                return self._on_send(s, event)
             case Ack():
                 self._on_ack(s, event)
             case Nack():
@@ -182,6 +191,7 @@ class BrokerCore:
                 raise TypeError("CONNECT is the session's business, not the core's")
             case _:
                 assert_never(event)
+        return None
 
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
@@ -210,12 +220,12 @@ class BrokerCore:
 
     # -- SEND ----------------------------------------------------------------------------------
 
-    def _on_send(self, s: SessionState, ev: Send) -> None:
+    def _on_send(self, s: SessionState, ev: Send) -> dict[str, str] | None:
         if ev.transaction is not None:
             self._check_send(s, ev, room=False)  # room is checked at COMMIT, for all its SENDs
             self._buffer(s, ev.transaction, ev, len(ev.body) + _headers_size(ev.headers))
-            return
-        self._publish(s, ev)
+            return None
+        return self._publish(s, ev)
 
     def _check_send(
         self, s: SessionState, ev: Send, *, room: bool = True
@@ -263,6 +273,12 @@ class BrokerCore:
             self._require(s, "admin", ev.destination)  # the SEND creates the queue
         priority = _int_header(ev.headers, "priority", 4, 0, 9)
         expires = _int_header(ev.headers, "expires", 0, 0, MAX_EPOCH_MS)
+        if "unique-key" in ev.headers:
+            for name in ("unique-key", "unique-ref"):
+                value = ev.headers.get(name)
+                if value is not None and not 0 < len(value) <= unique.MAX_KEY_LENGTH:
+                    raise InvalidHeader(f"{name} must be 1-{unique.MAX_KEY_LENGTH} characters long.")
+            _int_header(ev.headers, "unique-for", 0, 0, unique.MAX_UNIQUE_FOR_MS)
         due = 0
         if "delay" in ev.headers or "deliver-at" in ev.headers:
             delay = _int_header(ev.headers, "delay", 0, 0, MAX_MS)
@@ -279,7 +295,8 @@ class BrokerCore:
                 self._check_temp_queue_limit(s)
         return dest, priority, expires, due
 
-    def _publish(self, s: SessionState, ev: Send) -> None:
+    def _publish(self, s: SessionState, ev: Send) -> dict[str, str] | None:
+        """Apply a checked SEND; receipt headers when a unique key kept it out everywhere."""
         dest, priority, expires, due = self._check_send(s, ev)
         if dest.kind is Kind.ADMIN:
             if dest.name == "lease":
@@ -288,24 +305,56 @@ class BrokerCore:
                 self._change_flow(s, ev)
             else:
                 self._admin(s, ev)
-            return
+            return None
         message = self._make_message(s, ev, priority, expires)
         message.due = due
         now = self.now_ms()
         kind = dest.kind
         if kind is Kind.QUEUE:
-            self._named_queue(s, dest.name, ev.destination).publish(message, now, s.outlet)
+            targets = [self._named_queue(s, dest.name, ev.destination)]
         elif kind is Kind.REPLY_QUEUE:
             queue = self.queues.get("~temp/" + dest.name)
-            if queue is not None:  # a reply to a requester that has gone is dropped, as in RabbitMQ
-                queue.publish(message, now)
+            # A reply to a requester that has gone is dropped, as in RabbitMQ.
+            targets = [] if queue is None else [queue]
         else:
             exchange = self.exchanges[TOPIC_EXCHANGE if kind is Kind.TOPIC else dest.name]
             targets = exchange.route(dest.name if kind is Kind.TOPIC else dest.key)
-            for i, queue in enumerate(targets):
-                # Each queue gets its own copy with its own id: ack ids stay unique.
-                copy = message if i == 0 else self._copy(message)
-                queue.publish(copy, now, s.outlet)
+        if message.unique:
+            return self._publish_unique(s, ev, message, targets, now)
+        publisher = s.outlet if kind is not Kind.REPLY_QUEUE else None
+        for i, queue in enumerate(targets):
+            # Each queue gets its own copy with its own id: ack ids stay unique.
+            queue.publish(message if i == 0 else self._copy(message), now, publisher)
+        return None
+
+    def _publish_unique(
+        self, s: SessionState, ev: Send, message: Message, targets: list[Queue], now: int
+    ) -> dict[str, str] | None:
+        """Publish to the targets where the key is free (see :mod:`queueit.broker.unique`)."""
+        unique_for = _int_header(ev.headers, "unique-for", 0, 0, unique.MAX_UNIQUE_FOR_MS)
+        ref = ev.headers.get("unique-ref") or message.id
+        kept_by = ""
+        published = 0
+        for queue in targets:
+            keys = self._unique_keys(queue)
+            holder = keys.holder(message.unique)
+            if holder is not None:
+                keys.kept_out += 1
+                kept_by = holder.ref
+                continue
+            copy = message if not published else self._copy(message)
+            published += 1
+            hold = keys.take(copy, ref, now + unique_for if unique_for else 0)
+            queue.publish(copy, now, s.outlet)
+            keys.stored(copy, hold)
+        if kept_by and not published:
+            return {"unique-duplicate": "true", "unique-ref": kept_by}
+        return None
+
+    def _unique_keys(self, queue: Queue) -> unique.UniqueKeys:
+        if queue.unique is None:
+            queue.unique = unique.UniqueKeys(queue.name, self.store, self.now_ms)
+        return queue.unique
 
     def _make_message(self, s: SessionState, ev: Send, priority: int, expires: int) -> Message:
         headers = ev.headers
@@ -323,6 +372,7 @@ class BrokerCore:
             persistent,
             priority,
             expires,
+            unique=headers.get("unique-key", ""),
         )
 
     def _copy(self, m: Message) -> Message:
@@ -336,6 +386,7 @@ class BrokerCore:
             m.priority,
             m.expires,
             due=m.due,
+            unique=m.unique,
             encoded_version=m.encoded_version,
             encoded_block=m.encoded_block,
         )
@@ -385,7 +436,7 @@ class BrokerCore:
         )
         if target_name is None:
             for message in messages:
-                queue.store.settle(message)
+                queue.forget(message)
             return
         target = self._queue_named(target_name)
         now = self.now_ms()
@@ -408,7 +459,7 @@ class BrokerCore:
                 message.priority,
             )
             with self.store.atomic():
-                queue.store.settle(message)
+                queue.forget(message)
                 target.publish(copy, now)
 
     def redrive(self, dlq: Queue, message: Message) -> bool:
@@ -428,7 +479,7 @@ class BrokerCore:
         )
         now = self.now_ms()
         with self.store.atomic():
-            dlq.store.settle(message)
+            dlq.forget(message)
             target.publish(copy, now)
         return True
 
@@ -461,6 +512,8 @@ class BrokerCore:
             if exchange is not None:
                 exchange.unbind(queue, key)
         queue.store.drop()
+        if queue.unique is not None:
+            queue.unique.drop()
         queue.release_publishers()
         if self.queues.pop(queue.name, None) is not None:
             self._rejecting -= queue.rejects
@@ -559,7 +612,7 @@ class BrokerCore:
                 # A durable subscription re-made on another destination starts afresh (JMS rule).
                 for ex_name, old_key in list(queue.bindings):
                     self.exchanges[ex_name].unbind(queue, old_key)
-                queue.store.purge()
+                queue.purge()
                 # Kept so that a restart binds it again before its client comes back.
                 queue.store.set_attributes({"exchange": exchange.name, "key": key})
         exchange.bind(queue, key)
@@ -753,12 +806,14 @@ class BrokerCore:
         for queue, (count, size) in adding.items():
             queue.check_room(size, count)  # the SENDs of one COMMIT may fill a queue together
         with self.store.atomic():  # on disk all together, or (after a crash) not at all
+            # ACKs and NACKs first: a retry sent with its original's ACK takes over its unique key.
+            for frame in tx.frames:
+                if not isinstance(frame, Send) and frame.id in s.pending:  # may be settled since
+                    plain = type(frame)(frame.id, frame.subscription, None, frame.headers, None)
+                    self.handle(s, plain)
             for frame in tx.frames:
                 if isinstance(frame, Send):
                     self._publish(s, frame)
-                elif frame.id in s.pending:  # may have been settled since, e.g. by a cumulative ACK
-                    plain = type(frame)(frame.id, frame.subscription, None, frame.headers, None)
-                    self.handle(s, plain)
 
     def _on_abort(self, s: SessionState, ev: Abort) -> None:
         self._take_transaction(s, ev.transaction)

@@ -99,7 +99,7 @@ def delete(core: BrokerCore, dlq: Queue, only_id: str, respond: Respond) -> None
     """Delete the dead letter ``only_id``."""
 
     def drop(message: Message) -> bool:
-        dlq.store.settle(message)
+        dlq.forget(message)
         return True
 
     _take_out(core, dlq, only_id, 1, drop, "purged", respond)

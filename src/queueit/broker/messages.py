@@ -10,6 +10,14 @@ CONTROL_HEADERS = frozenset(
 )
 
 
+def header(headers: tuple[tuple[str, str], ...], name: str) -> str:
+    """The first ``name`` header's value, or ""."""
+    for k, v in headers:
+        if k == name:
+            return v
+    return ""
+
+
 @dataclass(slots=True, eq=False)
 class Message:
     """One message as a queue holds it.
@@ -34,6 +42,7 @@ class Message:
     stored: bool = False
     rank: int = 0  # order within its priority in a durable queue (see storage.journal)
     due: int = 0  # epoch ms a delayed message becomes ready; 0 = ready now
+    unique: str = ""  # its unique-key header (see queueit.broker.unique)
     lease_until: int = 0  # epoch ms a client-ack delivery must be acked by (see queues.Leases)
     # The subscription that gave it back (NACK, lease ran out): others get it first.
     avoid: object | None = None

@@ -37,6 +37,7 @@ from .queue_settings import QueueSettings
 
 if TYPE_CHECKING:
     from .storage import QueueStore
+    from .unique import UniqueKeys
 
 
 class Outlet(Protocol):
@@ -164,7 +165,7 @@ class DeadLetter(Protocol):
 
 def _drop(queue: Queue, messages: Sequence[Message], reason: str, error: str = "") -> None:
     for message in messages:
-        queue.store.settle(message)
+        queue.forget(message)
 
 
 class Queue:
@@ -189,6 +190,7 @@ class Queue:
         "special",
         "stalled",
         "store",
+        "unique",
     )
 
     def __init__(
@@ -222,6 +224,8 @@ class Queue:
         self.dead_lettered = 0  # moved to the dead-letter queue, or dropped for want of one
         self.dropped = 0  # dropped from the head by the drop-head overflow policy
         self.flow_blocks = 0  # times a publisher was held back by this queue
+        #: Unique-key holds (created by the core on the first SEND with a key).
+        self.unique: UniqueKeys | None = None
 
     def __len__(self) -> int:
         return len(self.store)
@@ -349,7 +353,7 @@ class Queue:
         if self.settings.overflow == "dead-letter":
             self.dead_letter(self, [message], "overflow")
         else:
-            self.store.settle(message)
+            self.forget(message)
             self.dropped += 1
 
     def release_publishers(self) -> None:
@@ -371,6 +375,8 @@ class Queue:
 
     def sweep(self, now_ms: int) -> None:
         """Expired messages leave even when they are not at the head."""
+        if self.unique is not None:
+            self.unique.sweep()
         expired = self.store.expire(now_ms)
         if expired:
             self.expire(expired)
@@ -382,7 +388,7 @@ class Queue:
         message.deliveries += 1
         self.delivered += 1
         if sub.ack_mode is AckMode.AUTO:
-            self.store.settle(message)
+            self.forget(message)
             self.acked += 1
         else:
             sub.unacked[message.id] = message
@@ -392,8 +398,21 @@ class Queue:
 
     def settle(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            self.store.settle(message)
+            self.forget(message)
         self.acked += len(messages)
+
+    def forget(self, message: Message) -> None:
+        """A taken message leaves the queue for good (acked, dropped, moved)."""
+        self.store.settle(message)
+        if message.unique and self.unique is not None:
+            self.unique.release(message)
+
+    def purge(self) -> int:
+        """Drop every ready message; return how many."""
+        count = self.store.purge()
+        if self.unique is not None:
+            self.unique.purged({m for c in self.consumers for m in c.unacked})
+        return count
 
     def requeue(self, messages: Sequence[Message], now_ms: int, delay_ms: int = 0) -> None:
         """Give taken messages back, flagged redelivered: at the head in the order given, or

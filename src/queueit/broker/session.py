@@ -225,7 +225,7 @@ class Session(asyncio.Protocol):
         if hold:
             self._deliveries_held = True  # released once the receipt is out, not by a later frame
         try:
-            self.core.handle(state, event)
+            extra = self.core.handle(state, event)
         except BrokerError as exc:
             self._fail(exc.message, exc.detail, event.receipt)
             return False
@@ -237,7 +237,7 @@ class Session(asyncio.Protocol):
             return False
         disconnect = isinstance(event, Disconnect)
         if event.receipt is not None:
-            frame = self.conn.receipt(event.receipt)
+            frame = self.conn.receipt(event.receipt, extra)
             if store.submitted > written_before or self._receipts:
                 # The receipt promises the frame's effect is on disk: wait for the journal.
                 # Receipts leave in the order of their frames, so a later one waits too.

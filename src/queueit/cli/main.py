@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from .._version import __version__
-from . import demo, dlq, failed, messaging, serve, users, worker
+from . import demo, dlq, failed, messaging, scheduler, serve, users, worker
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.register(sub)
     dlq.register(sub)
     worker.register(sub)
+    scheduler.register(sub)
     failed.register(sub)
     demo.register(sub)
     return parser

@@ -59,7 +59,7 @@ class AsyncClient:
         self._writer: asyncio.StreamWriter | None = None
         self._messages: asyncio.Queue[Message] = asyncio.Queue(max_buffered)
         self._waiters: set[asyncio.Future[None]] = set()  # receive() calls waiting for a message
-        self._receipts: dict[str, asyncio.Future[None]] = {}
+        self._receipts: dict[str, asyncio.Future[dict[str, str]]] = {}
         self._connected: asyncio.Future[Connected] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._error: ClientError | None = None
@@ -139,9 +139,13 @@ class AsyncClient:
         receipt: bool = False,
         transaction: str | None = None,
         content_type: str | None = None,
-    ) -> None:
+    ) -> dict[str, str]:
+        """SEND; with ``receipt``, wait for it and return what it adds (e.g.
+        ``unique-duplicate``: the message was kept out by its unique key), else ``{}``."""
         rid = self._frames.next_id("send") if receipt else None
-        await self._emit(self._frames.send(destination, body, headers, transaction, content_type, rid), rid)
+        return await self._emit(
+            self._frames.send(destination, body, headers, transaction, content_type, rid), rid
+        )
 
     async def subscribe(
         self,
@@ -238,7 +242,8 @@ class AsyncClient:
         rid = self._frames.next_id(command.value.lower()) if receipt else None
         await self._emit(self._frames.simple(command, headers, rid), rid)
 
-    async def _emit(self, data: bytes, rid: str | None) -> None:
+    async def _emit(self, data: bytes, rid: str | None) -> dict[str, str]:
+        """Write a frame; with a receipt id, wait for the RECEIPT and return its other headers."""
         if rid is None:
             self._write(data)
             if self._writer is not None:
@@ -248,12 +253,12 @@ class AsyncClient:
                     error = ConnectionClosed(f"send failed: {exc}")
                     self._fail(error)
                     raise error from exc
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            return {}
+        future: asyncio.Future[dict[str, str]] = asyncio.get_running_loop().create_future()
         self._receipts[rid] = future
         self._write(data)
         try:
-            await asyncio.wait_for(future, self.timeout)
+            return await asyncio.wait_for(future, self.timeout)
         except TimeoutError:
             raise ReceiveTimeout(f"no RECEIPT for {rid!r} within {self.timeout} s") from None
         finally:
@@ -292,7 +297,7 @@ class AsyncClient:
         elif isinstance(event, Receipt):
             future = self._receipts.get(event.receipt_id)
             if future is not None and not future.done():
-                future.set_result(None)
+                future.set_result(event.headers)
         elif isinstance(event, Connected):
             if self._connected is not None and not self._connected.done():
                 self._connected.set_result(event)

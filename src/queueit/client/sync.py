@@ -60,7 +60,7 @@ class Client:
         )
         self._sock: socket.socket | None = None
         self._messages: deque[Message] = deque()
-        self._receipts: set[str] = set()
+        self._receipts: dict[str, dict[str, str]] = {}  # receipt id -> its other headers
         self.connected: Connected | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -118,11 +118,12 @@ class Client:
         receipt: bool = False,
         transaction: str | None = None,
         content_type: str | None = None,
-    ) -> None:
+    ) -> dict[str, str]:
+        """SEND; with ``receipt``, wait for it and return what it adds (e.g.
+        ``unique-duplicate``: the message was kept out by its unique key), else ``{}``."""
         rid = self._frames.next_id("send") if receipt else None
         self._write(self._frames.send(destination, body, headers, transaction, content_type, rid))
-        if rid is not None:
-            self._wait_receipt(rid)
+        return {} if rid is None else self._wait_receipt(rid)
 
     def subscribe(
         self,
@@ -225,11 +226,11 @@ class Client:
         if rid is not None:
             self._wait_receipt(rid)
 
-    def _wait_receipt(self, rid: str) -> None:
+    def _wait_receipt(self, rid: str) -> dict[str, str]:
         deadline = time.monotonic() + self.timeout
         while rid not in self._receipts:
             self._read_some(deadline)
-        self._receipts.discard(rid)
+        return self._receipts.pop(rid)
 
     def _write(self, data: bytes) -> None:
         if self._sock is None:
@@ -290,7 +291,7 @@ class Client:
             if isinstance(event, Message):
                 self._messages.append(event)
             elif isinstance(event, Receipt):
-                self._receipts.add(event.receipt_id)
+                self._receipts[event.receipt_id] = event.headers
             elif isinstance(event, Connected):
                 self.connected = event
             elif isinstance(event, ServerError):

@@ -12,23 +12,28 @@ producer transports belong to their event loop; the portal thread owns its loop.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ..transports import Outgoing, Transport, TransportClosed, open_transport
+from ..transports import Outgoing, Transport, TransportClosed, Unique, open_transport
 from .arguments import to_json_value
+from .cron import Cron
 from .definitions import BatchJob, Handler, Job, Listener, Queue, QueueHandler
 from .envelope import Envelope
 from .middleware import Middleware
 from .options import JobOptions, Retry, SendOptions
+from .scheduler import Every, Periodic
 from .workflows import Pipeline, Step
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
+log = logging.getLogger("queueit.jobs")
 
 DEFAULT_URL = "queueit://127.0.0.1:61613"
 
@@ -60,6 +65,7 @@ class App:
         self.middleware: list[Middleware] = list(middleware)
         self.handlers: dict[str, Handler] = {}
         self.listeners: dict[str, Listener] = {}
+        self.periodics: dict[str, Periodic] = {}  # job name -> when it runs (queueit scheduler)
         if transport_factory is None:
             open_transport(url)  # a bad URL fails here, where the app is built, not at first send
         self._factory = transport_factory or (lambda: open_transport(url))
@@ -98,6 +104,8 @@ class App:
         retry: Retry | None = None,
         timeout: float | None = None,
         priority: int | None = None,
+        unique: bool = False,
+        unique_for: float = 0.0,
     ) -> JobDecorator: ...
 
     def job(
@@ -110,6 +118,8 @@ class App:
         retry: Retry | None = None,
         timeout: float | None = None,
         priority: int | None = None,
+        unique: bool = False,
+        unique_for: float = 0.0,
     ) -> Any:
         """Register a function (plain or ``async def``) as a job::
 
@@ -125,12 +135,17 @@ class App:
             retry: the full retry policy, instead of ``retries``.
             timeout: seconds an attempt may run.
             priority: the default priority (0-9, higher first).
+            unique: a run with the same arguments as one queued or running is kept out
+                (``send`` returns the id of that run). Needs a transport with unique keys.
+            unique_for: seconds a run's key stays held after it was sent, even once it ran.
         """
         options = JobOptions(
             queue=queue,
             retry=retry if retry is not None else Retry(retries=retries),
             timeout=timeout,
             priority=priority,
+            unique=unique,
+            unique_for=unique_for,
         )
 
         def register(f: Callable[..., Any]) -> Job[..., Any]:
@@ -139,6 +154,66 @@ class App:
             return job
 
         return register if fn is None else register(fn)
+
+    def periodic(
+        self,
+        cron: str | None = None,
+        *,
+        every: float | None = None,
+        tz: str | None = None,
+        name: str | None = None,
+        queue: str = "default",
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+        priority: int | None = None,
+    ) -> Callable[[Callable[[], R]], Job[[], R]]:
+        """Register a function without parameters as a job that ``queueit scheduler`` sends
+        on a schedule::
+
+            @app.periodic("*/5 * * * *")          # cron: every 5 minutes
+            def refresh_rates() -> None: ...
+
+            @app.periodic("0 3 * * MON-FRI", tz="Europe/Berlin")
+            def nightly_report() -> None: ...
+
+            @app.periodic(every=30)               # every 30 seconds
+            async def heartbeat() -> None: ...
+
+        Several schedulers may run at once: each tick is still sent once (see
+        :mod:`queueit.jobs.scheduler`). It is an ordinary job otherwise: ``send()`` runs it now.
+
+        Args:
+            cron: a five-field cron expression or alias (:mod:`queueit.jobs.cron`), or:
+            every: seconds between runs (at least 1), ticking at the epoch multiples of it.
+            tz: the zone a cron expression's wall-clock times are in (default UTC).
+            name, queue, retries, retry, timeout, priority: as for :meth:`job`.
+
+        Raises:
+            ValueError: not exactly one of ``cron`` and ``every``, or a bad one (a
+                :class:`~queueit.jobs.cron.CronError` says what is wrong).
+        """
+        if (cron is None) == (every is None):
+            raise ValueError("give a cron expression or every=SECONDS (one of them)")
+        if cron is not None:
+            timetable: Cron | Every = Cron.parse(cron, tz)
+        else:
+            if tz is not None:
+                raise ValueError("tz= applies to cron expressions, not to every=")
+            assert every is not None
+            timetable = Every(every)
+        decorate = self.job(
+            name=name, queue=queue, retries=retries, retry=retry, timeout=timeout, priority=priority
+        )
+
+        def register(fn: Callable[[], R]) -> Job[[], R]:
+            if inspect.signature(fn).parameters:
+                raise TypeError(f"a periodic job takes no arguments; {fn.__qualname__} has some")
+            job: Job[[], R] = decorate(fn)
+            self.periodics[job.name] = Periodic(job, timetable)
+            return job
+
+        return register
 
     def on(
         self,
@@ -254,21 +329,29 @@ class App:
         return self._portal_call(self.apublish_envelope(envelope, options, job))
 
     async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
-        """Send from async code; returns the job id once the broker holds the message."""
+        """Send from async code; returns the job id once the broker holds the message (or,
+        when its unique key kept it out, the id of the job that holds the key)."""
         priority = options.priority if options.priority is not None else job.priority
+        hold_for = options.unique_for if options.unique_for is not None else job.unique_for
         outgoing = Outgoing(
             envelope.encode(),
             {"job": envelope.job, "job-id": envelope.id},
             delay=options.delay_from(time.time()),
             priority=priority,
+            unique=Unique(envelope.unique, envelope.id, hold_for) if envelope.unique else None,
         )
         return await self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing))
 
-    async def _enqueue(self, envelope: Envelope, step: Callable[[Transport], Awaitable[None]]) -> str:
-        """``step`` (a publish or a broadcast) between the enqueue hooks; returns the job id."""
+    async def _enqueue(self, envelope: Envelope, step: Callable[[Transport], Awaitable[str | None]]) -> str:
+        """``step`` (a publish or a broadcast) between the enqueue hooks; returns the job id,
+        or the id of the job whose unique key kept this one out."""
         for m in self.middleware:
             m.before_enqueue(envelope)
-        await self._produce(step)
+        held_by = await self._produce(step)
+        if held_by is not None:
+            log.info("job=%s id=%s outcome=kept-out unique=%s held-by=%s", envelope.job, envelope.id,
+                     envelope.unique, held_by)  # fmt: skip
+            return held_by
         for m in self.middleware:
             m.after_enqueue(envelope)
         return envelope.id
@@ -277,17 +360,17 @@ class App:
         """Put one message on ``queue`` through this loop's producer (reconnecting once)."""
         await self._produce(lambda t: t.publish(queue, message))
 
-    async def _produce(self, step: Callable[[Transport], Awaitable[None]]) -> None:
+    async def _produce(self, step: Callable[[Transport], Awaitable[T]]) -> T:
         """Run ``step`` on this loop's producer; a lost connection is reopened once."""
         for attempt in (1, 2):
             transport = await self._producer()
             try:
-                await step(transport)
-                return
+                return await step(transport)
             except TransportClosed:
                 self._producers.pop(asyncio.get_running_loop(), None)
                 if attempt == 2:
                     raise
+        raise AssertionError("unreachable: the second attempt returns or raises")
 
     async def _producer(self) -> Transport:
         loop = asyncio.get_running_loop()

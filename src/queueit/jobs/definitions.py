@@ -6,12 +6,14 @@ a plain JSON message) into one call, or says the message is invalid.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import json
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar
 
-from ..transports.base import check_queue_name
+from ..transports.base import MAX_UNIQUE_KEY, check_queue_name
 from .arguments import Signature, convert, to_json_value
 from .envelope import Envelope, InvalidMessage, Plain
 from .options import JobOptions, Retry, SendOptions
@@ -66,6 +68,18 @@ class _Function:
     @property
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.fn)
+
+
+def unique_key(job: str, key: str) -> str:
+    """The key a run holds in its queue: the job's name, then ``key`` (hashed when too long)."""
+    full = f"{job}:{key}"
+    return full if len(full) <= MAX_UNIQUE_KEY else "sha256:" + hashlib.sha256(full.encode()).hexdigest()
+
+
+def arguments_digest(arguments: Mapping[str, Any]) -> str:
+    """A digest of bound arguments (parameter name -> value, defaults applied)."""
+    canonical = json.dumps(arguments, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=repr)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def single_value(message: Envelope | Plain, what: str) -> Any:
@@ -130,12 +144,19 @@ class Job(_Function, Generic[P, R]):
         queue: str | None = None,
         headers: dict[str, str] | None = None,
         job_id: str | None = None,
+        key: str | None = None,
+        unique_for: float | None = None,
     ) -> Sender[P]:
         """Per-message options, then ``.send(...)`` with the job's arguments::
 
         send_email.send_with(delay=60, priority=8).send(to="a@example.com")
+        sync_account.send_with(key=f"account-{account_id}").send(account_id)
+
+        With ``key``, the send is kept out while a run of this job holding the same key is
+        queued or running (and ``unique_for`` seconds after it was sent): ``send`` then
+        returns that run's job id instead of a new one.
         """
-        options = SendOptions(delay, eta, priority, queue, dict(headers or {}), job_id)
+        options = SendOptions(delay, eta, priority, queue, dict(headers or {}), job_id, key, unique_for)
         return Sender(self, options)
 
     def envelope(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> Envelope:
@@ -149,6 +170,14 @@ class Job(_Function, Generic[P, R]):
             self._signature.bind(tuple(json_args), json_kwargs)
         except InvalidMessage as exc:
             raise TypeError(f"{self._name}: {exc}") from None
+        if options.key is not None:
+            unique = unique_key(self._name, options.key)
+        elif self._options.unique:
+            bound = inspect.signature(self.fn).bind(*json_args, **json_kwargs)
+            bound.apply_defaults()  # f(1) and f(account=1) are the same run
+            unique = unique_key(self._name, arguments_digest(bound.arguments))
+        else:
+            unique = ""
         envelope = Envelope.new(
             self._name,
             options.queue or self._options.queue,
@@ -156,6 +185,7 @@ class Job(_Function, Generic[P, R]):
             json_kwargs,
             headers=options.headers,
             job_id=options.job_id,
+            unique=unique,
         )
         envelope.encode()  # raises TypeError now, at the call site, for a non-JSON argument
         return envelope

@@ -13,6 +13,7 @@ A job message body is one UTF-8 JSON object (documented in ``docs/jobs.md``, "Th
       "created_at": 1764230000123,       # epoch milliseconds when first sent
       "trace_id": "9b1d…",               # kept across retries, workflows and events it causes
       "headers": {},                     # free string metadata
+      "unique": "",                      # the unique key the job holds in its queue ("": none)
       "errors": []                       # one entry per failed attempt: attempt, type, message,
                                          # traceback, at (epoch ms)
     }
@@ -57,6 +58,7 @@ class Envelope:
     trace_id: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
     errors: tuple[Mapping[str, Any], ...] = ()
+    unique: str = ""
     extra: Mapping[str, Any] = field(default_factory=dict)  # fields this version does not know
 
     @classmethod
@@ -70,6 +72,7 @@ class Envelope:
         headers: Mapping[str, str] | None = None,
         trace_id: str | None = None,
         job_id: str | None = None,
+        unique: str = "",
     ) -> Envelope:
         return cls(
             id=job_id or uuid.uuid4().hex,
@@ -80,6 +83,7 @@ class Envelope:
             created_at=int(time.time() * 1000),
             trace_id=trace_id or uuid.uuid4().hex,
             headers=dict(headers or {}),
+            unique=unique,
         )
 
     def encode(self) -> bytes:
@@ -102,6 +106,8 @@ class Envelope:
             "headers": dict(self.headers),
             "errors": list(self.errors),
         }
+        if self.unique:
+            document["unique"] = self.unique
         try:
             return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
         except (TypeError, ValueError) as exc:
@@ -160,6 +166,7 @@ def decode(body: bytes) -> Envelope | Plain:
         "trace_id": str,
         "headers": dict,
         "errors": list,
+        "unique": str,
     }
     for name, kind in known.items():
         if name in ("id", "job") and name not in value:
@@ -183,5 +190,6 @@ def decode(body: bytes) -> Envelope | Plain:
         trace_id=value.pop("trace_id", ""),
         headers=value.pop("headers", {}),
         errors=tuple(e for e in value.pop("errors", ()) if isinstance(e, dict)),
+        unique=value.pop("unique", ""),
         extra=value,
     )

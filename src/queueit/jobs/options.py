@@ -11,7 +11,10 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..transports.base import check_queue_name
+from ..transports.base import MAX_HOLD_FOR, check_queue_name
+
+#: Longest key a send may give (the job's name is put before it).
+MAX_KEY = 200
 
 #: A job may not run longer than this, whatever its timeout says (one day).
 MAX_TIMEOUT = 86_400.0
@@ -72,15 +75,22 @@ class JobOptions:
             :class:`JobTimeout` (and is retried or failed by ``retry``). None: no limit
             but :data:`MAX_TIMEOUT`.
         priority: the default priority of its messages (0-9, higher first); None: 4.
+        unique: every run holds a unique key made of the job's name and arguments: a second
+            send with the same arguments is kept out while the first is queued or running.
+        unique_for: seconds a run's key stays held after it was sent, even once it has run.
     """
 
     queue: str = "default"
     retry: Retry = field(default_factory=Retry)
     timeout: float | None = None
     priority: int | None = None
+    unique: bool = False
+    unique_for: float = 0.0
 
     def __post_init__(self) -> None:
         check_queue_name(self.queue)
+        if not 0 <= self.unique_for <= MAX_HOLD_FOR:
+            raise ValueError(f"unique_for must be from 0 to {MAX_HOLD_FOR:g} seconds, got {self.unique_for}")
         if self.timeout is not None and not 0 < self.timeout <= MAX_TIMEOUT:
             raise ValueError(f"timeout must be from 0 to {MAX_TIMEOUT:g} seconds, got {self.timeout}")
         if self.priority is not None and not 0 <= self.priority <= 9:
@@ -98,6 +108,9 @@ class SendOptions:
         queue: another queue than the job's.
         headers: string metadata carried in the envelope.
         job_id: the job's id (default: a new random one).
+        key: a unique key: while a run of this job holding it is queued or running, another
+            send with it is kept out (and gets that run's job id back).
+        unique_for: seconds the key stays held after the send (None: the job's ``unique_for``).
     """
 
     delay: float | None = None
@@ -106,8 +119,14 @@ class SendOptions:
     queue: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     job_id: str | None = None
+    key: str | None = None
+    unique_for: float | None = None
 
     def __post_init__(self) -> None:
+        if self.key is not None and not 0 < len(self.key) <= MAX_KEY:
+            raise ValueError(f"key must be 1-{MAX_KEY} characters long")
+        if self.unique_for is not None and not 0 <= self.unique_for <= MAX_HOLD_FOR:
+            raise ValueError(f"unique_for must be from 0 to {MAX_HOLD_FOR:g} seconds, got {self.unique_for}")
         if self.delay is not None and self.eta is not None:
             raise ValueError("give delay or eta, not both")
         if self.delay is not None and self.delay < 0:

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..transports import Delivery, Outgoing, Transport, TransportClosed, TransportError
+from ..transports import Delivery, Outgoing, Transport, TransportClosed, TransportError, Unique
 from .app import App
 from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
@@ -422,7 +422,15 @@ class Worker:
         priority = _priority(delivery)
         if policy.should_retry(error, attempt):
             delay = policy.delay(attempt)
-            retry = Outgoing(envelope.next_attempt(record).encode(), headers, delay=delay, priority=priority)
+            # The retry takes over the unique key (the ack applies first: see Transport.settle).
+            unique = (
+                Unique(envelope.unique, envelope.id)
+                if envelope.unique and transport.capabilities.unique
+                else None
+            )
+            retry = Outgoing(
+                envelope.next_attempt(record).encode(), headers, delay=delay, priority=priority, unique=unique
+            )
             await transport.settle(delivery, [(delivery.queue, retry)])
             for m in self.app.middleware:
                 _hook(m.on_retry, envelope, error, delay)

@@ -7,7 +7,7 @@ Neither class reads a socket, sleeps, logs or looks at a clock: the caller passe
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 
 from .errors import LocalProtocolError, StompProtocolError
 from .events import (
@@ -270,8 +270,10 @@ class ServerConnection:
     def error_for(self, exc: StompProtocolError) -> bytes:
         return self.error(exc.message, exc.detail, receipt_id=exc.receipt_id, versions=exc.versions)
 
-    def receipt(self, receipt_id: str) -> bytes:
-        return encode_frame(Command.RECEIPT, (("receipt-id", receipt_id),), version=self.version)
+    def receipt(self, receipt_id: str, headers: Mapping[str, str] | None = None) -> bytes:
+        """A RECEIPT; ``headers`` are extras (what the broker has to say about the frame)."""
+        extra = tuple(headers.items()) if headers else ()
+        return encode_frame(Command.RECEIPT, (("receipt-id", receipt_id), *extra), version=self.version)
 
     def message(
         self,
@@ -467,7 +469,7 @@ class ClientConnection:
                 frame.body,
             )
         if frame.command is Command.RECEIPT:
-            return Receipt(h.get("receipt-id", ""))
+            return Receipt(h.get("receipt-id", ""), {k: v for k, v in h.items() if k != "receipt-id"})
         if frame.command is Command.ERROR:
             self.state = transition(self.state, Trigger.CLOSE)
             return ServerError(h.get("message", ""), h.get("receipt-id"), h, frame.body)

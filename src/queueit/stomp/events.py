@@ -8,7 +8,7 @@ Every event keeps ``headers`` (first occurrence of each name) for extensions.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class AckMode(enum.Enum):
@@ -120,6 +120,7 @@ class Message:
 @dataclass(frozen=True, slots=True)
 class Receipt:
     receipt_id: str
+    headers: dict[str, str] = field(default_factory=dict)  # the others: what the broker adds
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from .base import (
     TransportClosed,
     TransportError,
     TransportRefused,
+    Unique,
     Unsupported,
 )
 
@@ -60,6 +61,7 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "TransportRefused",
+    "Unique",
     "Unsupported",
     "open_transport",
 ]

@@ -333,10 +333,11 @@ class AmqpTransport:
 
     # -- producing ---------------------------------------------------------------------------
 
-    async def publish(self, queue: str, message: Outgoing) -> None:
-        check_outgoing(self._capabilities, message)
+    async def publish(self, queue: str, message: Outgoing) -> str | None:
+        check_outgoing(self._capabilities, message)  # refuses a unique key: RabbitMQ has no such hold
         check_queue_name(queue)
         await self._put(queue, self._new(message), message.delay)
+        return None
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         check_outgoing(self._capabilities, message)

@@ -71,6 +71,7 @@ class Capabilities:
         topics: :meth:`Transport.broadcast` and :meth:`Transport.listen` are available.
         durable: published messages survive a broker restart.
         max_message_bytes: the largest body the broker takes (None: no fixed limit).
+        unique: a message can hold a unique key in its queue (:class:`Unique`).
     """
 
     delay: bool
@@ -82,6 +83,34 @@ class Capabilities:
     topics: bool
     durable: bool
     max_message_bytes: int | None
+    unique: bool = False
+
+
+#: Longest unique key and ref; longest time a key can be held on after its message is gone.
+MAX_UNIQUE_KEY = 255
+MAX_HOLD_FOR = 30 * 86_400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Unique:
+    """A unique key for a message (see :meth:`Transport.publish`).
+
+    Attributes:
+        key: while a message holding ``key`` is in the queue (ready, delayed, or delivered
+            and not settled), another publish with it to that queue is kept out.
+        ref: what a kept-out publisher is told about the holder (the job id, say).
+        hold_for: seconds the key stays held after the publish, even once its message is gone.
+    """
+
+    key: str
+    ref: str = ""
+    hold_for: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0 < len(self.key) <= MAX_UNIQUE_KEY or len(self.ref) > MAX_UNIQUE_KEY:
+            raise ValueError(f"a unique key (and its ref) must be 1-{MAX_UNIQUE_KEY} characters long")
+        if not 0 <= self.hold_for <= MAX_HOLD_FOR:
+            raise ValueError(f"hold_for must be from 0 to {MAX_HOLD_FOR:g} seconds, got {self.hold_for}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +124,7 @@ class Outgoing:
         delay: seconds the broker holds the message before it can be delivered.
         priority: 0-9, higher first; None is the transport's default (4).
         content_type: the body's media type.
+        unique: the unique key it holds in its queue (where ``capabilities.unique``).
     """
 
     body: bytes
@@ -102,6 +132,7 @@ class Outgoing:
     delay: float = 0.0
     priority: int | None = None
     content_type: str = "application/json"
+    unique: Unique | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.delay <= 10 * 365 * 86_400:
@@ -170,6 +201,11 @@ def check_outgoing(capabilities: Capabilities, message: Outgoing) -> None:
         raise Unsupported(f"this transport delays messages by at most {capabilities.max_delay:g} s")
     if message.priority is not None and not capabilities.priority:
         raise Unsupported("this transport has no message priorities; publish without one")
+    if message.unique is not None and not capabilities.unique:
+        raise Unsupported(
+            "this transport cannot keep duplicates out by a unique key; use queueit:// or memory://, "
+            "or send without a key"
+        )
     limit = capabilities.max_message_bytes
     if limit is not None and len(message.body) > limit:
         raise Unsupported(f"a message body of {len(message.body)} bytes is over this transport's {limit}")
@@ -194,11 +230,15 @@ class Transport(Protocol):
 
     # -- producing ---------------------------------------------------------------------------
 
-    async def publish(self, queue: str, message: Outgoing) -> None:
+    async def publish(self, queue: str, message: Outgoing) -> str | None:
         """Put ``message`` on ``queue``; returns when the broker holds it durably.
 
+        Returns:
+            None; or, when ``message.unique`` names a key another message of the queue holds,
+            that message's ``Unique.ref``: then ``message`` was kept out.
+
         Raises:
-            Unsupported: a delay or priority the transport cannot honour.
+            Unsupported: a delay, priority or unique key the transport cannot honour.
         """
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
@@ -234,7 +274,8 @@ class Transport(Protocol):
     async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
         """Ack ``delivery`` and publish ``publish`` (queue, message) pairs: in one atomic step
         where ``capabilities.atomic_settle``, otherwise publish first, then ack (never lost,
-        a duplicate possible if the connection drops in between)."""
+        a duplicate possible if the connection drops in between). The ack applies first: a
+        published message with ``delivery``'s unique key takes its hold over."""
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give ``delivery`` back to its queue, redelivered after ``delay`` seconds."""
@@ -274,6 +315,7 @@ __all__ = [
     "TransportClosed",
     "TransportError",
     "TransportRefused",
+    "Unique",
     "Unsupported",
     "check_outgoing",
     "check_queue_name",

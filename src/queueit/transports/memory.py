@@ -45,6 +45,7 @@ CAPABILITIES = Capabilities(
     topics=True,
     durable=False,
     max_message_bytes=None,
+    unique=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -60,6 +61,7 @@ class _Message:
     due: float = 0.0
     holder: MemoryTransport | None = None
     lease_until: float = 0.0
+    unique: str = ""
 
 
 @dataclass
@@ -69,6 +71,14 @@ class _Queue:
     delayed: list[tuple[float, int, _Message]] = field(default_factory=list)  # (due, seq, message)
     leased: dict[str, _Message] = field(default_factory=dict)
     consumers: list[MemoryTransport] = field(default_factory=list)
+    holds: dict[str, _Hold] = field(default_factory=dict)  # unique key -> its hold
+
+
+@dataclass
+class _Hold:
+    ref: str
+    message_id: str  # "" once the message has left
+    until: float  # clock time; 0: only while the message is in the queue
 
 
 class MemoryBroker:
@@ -150,7 +160,25 @@ class MemoryBroker:
         else:
             self.put(q.name, message, delay)
 
+    def holder(self, q: _Queue, key: str) -> _Hold | None:
+        hold = q.holds.get(key)
+        if hold is not None and not hold.message_id and hold.until <= self.clock():
+            del q.holds[key]
+            return None
+        return hold
+
+    def left(self, q: _Queue, message: _Message) -> None:
+        """``message`` has left ``q`` for good: its unique key is free (or held on for a time)."""
+        hold = q.holds.get(message.unique) if message.unique else None
+        if hold is not None and hold.message_id == message.id:
+            if hold.until > self.clock():
+                hold.message_id = ""
+            else:
+                del q.holds[message.unique]
+
     def dead_letter(self, q: _Queue, message: _Message, reason: str, error: str = "") -> None:
+        self.left(q, message)
+        message.unique = ""  # a dead letter holds no key (as on queueit's broker)
         message.headers = {
             **message.headers,
             "x-dead-letter-reason": reason,
@@ -262,19 +290,31 @@ class MemoryTransport:
 
     # -- producing ---------------------------------------------------------------------------
 
-    async def publish(self, queue: str, message: Outgoing) -> None:
+    async def publish(self, queue: str, message: Outgoing) -> str | None:
         self._check_open()
         check_outgoing(CAPABILITIES, message)
         with self.broker._lock:
-            self._put(queue, message)
+            return self._put(queue, message)
 
-    def _put(self, queue: str, message: Outgoing) -> None:
+    def _put(self, queue: str, message: Outgoing) -> str | None:
+        """Publish under the lock; the holder's ref if a unique key kept ``message`` out."""
         check_queue_name(queue)
         headers = {**message.headers, "content-type": message.content_type}
+        priority = 4 if message.priority is None else message.priority
+        stored = _Message(uuid.uuid4().hex, message.body, headers, priority)
+        unique = message.unique
+        if unique is not None:
+            q = self.broker.queue(queue)
+            held = self.broker.holder(q, unique.key)
+            if held is not None:
+                return held.ref
+            until = self.broker.clock() + unique.hold_for if unique.hold_for else 0.0
+            q.holds[unique.key] = _Hold(unique.ref or stored.id, stored.id, until)
+            stored.unique = unique.key
         if self.broker.published is not None:
             self.broker.published.append((queue, message.body, headers))
-        priority = 4 if message.priority is None else message.priority
-        self.broker.put(queue, _Message(uuid.uuid4().hex, message.body, headers, priority), message.delay)
+        self.broker.put(queue, stored, message.delay)
+        return None
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         self._check_open()
@@ -345,15 +385,13 @@ class MemoryTransport:
         return delivery.token
 
     async def ack(self, delivery: Delivery) -> None:
-        with self.broker._lock:
-            self.broker.settle(self, self._token(delivery))
-        self.wake()
+        await self.settle(delivery, ())
 
     async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
         for _, message in publish:
             check_outgoing(CAPABILITIES, message)
         with self.broker._lock:  # one step under the lock: atomic
-            self.broker.settle(self, self._token(delivery))
+            self.broker.left(*self.broker.settle(self, self._token(delivery)))
             for queue, message in publish:
                 self._put(queue, message)
         self.wake()
@@ -408,7 +446,7 @@ class MemoryTransport:
             q.ready = keep
             heapq.heapify(q.ready)
             for _, _, message in sorted(taken):
-                if back:
+                if back:  # a redriven message holds no unique key (as on queueit's broker)
                     origin = message.headers.get("x-dead-letter-queue", queue)
                     message.headers = {
                         k: v for k, v in message.headers.items() if not k.startswith("x-dead-letter-")

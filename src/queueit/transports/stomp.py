@@ -54,6 +54,7 @@ CAPABILITIES = Capabilities(
     topics=True,
     durable=True,
     max_message_bytes=4 * 1024 * 1024,
+    unique=True,
 )
 
 
@@ -130,16 +131,17 @@ class QueueitTransport:
 
     # -- producing ---------------------------------------------------------------------------
 
-    async def publish(self, queue: str, message: Outgoing) -> None:
+    async def publish(self, queue: str, message: Outgoing) -> str | None:
         check_outgoing(CAPABILITIES, message)
         with _mapped():
-            await self._client.send(
+            said = await self._client.send(
                 "/queue/" + check_queue_name(queue),
                 message.body,
                 headers=_headers(message),
                 content_type=message.content_type,
                 receipt=True,
             )
+        return said.get("unique-ref") if said.get("unique-duplicate") == "true" else None
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         check_outgoing(CAPABILITIES, message)
@@ -295,6 +297,13 @@ def _headers(message: Outgoing) -> dict[str, str]:
         headers["delay"] = str(_ms(message.delay))
     if message.priority is not None:
         headers["priority"] = str(message.priority)
+    unique = message.unique
+    if unique is not None:
+        headers["unique-key"] = unique.key
+        if unique.ref:
+            headers["unique-ref"] = unique.ref
+        if unique.hold_for:
+            headers["unique-for"] = str(_ms(unique.hold_for))
     return headers
 
 

@@ -1,6 +1,6 @@
 """Message storage behind one narrow interface (see :mod:`.base`)."""
 
-from .base import ALWAYS, MessageStore, QueueStore, StoreCapabilities, SyncPolicy
+from .base import ALWAYS, MessageStore, QueueStore, Record, StoreCapabilities, SyncPolicy
 from .memory import MemoryQueueStore, MemoryStore
 
 __all__ = [
@@ -9,6 +9,7 @@ __all__ = [
     "MemoryStore",
     "MessageStore",
     "QueueStore",
+    "Record",
     "StoreCapabilities",
     "SyncPolicy",
 ]

@@ -76,6 +76,21 @@ class SyncPolicy:
 ALWAYS = SyncPolicy()
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A small value the broker keeps beside the messages (unique-key holds, progress).
+
+    Records live in namespaces (``ns``) and are read back whole at start. A record lives
+    until it is deleted, and at most until ``until`` (epoch ms; 0: no time limit). One tied
+    to a message (``seq`` > 0) also dies with it: at start, such a record whose message is
+    gone is kept only while ``until`` is ahead, and comes back with ``seq`` 0.
+    """
+
+    value: bytes
+    until: int = 0
+    seq: int = 0
+
+
 class QueueStore(Protocol):
     #: Called (on the loop thread) when messages read back from disk, or delayed messages
     #: that are due, are ready to take.
@@ -179,6 +194,21 @@ class MessageStore(Protocol):
 
     def tick(self, now_ms: int) -> None:
         """Fire the delayed messages due by ``now_ms``."""
+        ...
+
+    def records(self, now_ms: int) -> dict[str, dict[str, Record]]:
+        """The records kept from before this start, by namespace and key, without the
+        dead ones (see :class:`Record`); empty for memory."""
+        ...
+
+    def put_record(self, ns: str, key: str, record: Record) -> None:
+        """Keep ``record`` (replacing the one under ``key``); durable with the next receipt."""
+        ...
+
+    def delete_record(self, ns: str, key: str) -> None: ...
+
+    def drop_records(self, ns: str) -> None:
+        """Delete every record of ``ns``."""
         ...
 
     def stats(self) -> dict[str, Any]:

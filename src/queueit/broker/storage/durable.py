@@ -39,12 +39,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..messages import Message
-from .base import ALWAYS, StoreCapabilities, SyncPolicy
+from ..messages import Message, header
+from .base import ALWAYS, Record, StoreCapabilities, SyncPolicy
 from .journal import (
     ADD_QUEUE,
     DELETE,
+    DELETE_RECORD,
     DROP,
+    DROP_RECORDS,
     GROUP,
     INSERT,
     L_BODY,
@@ -62,6 +64,7 @@ from .journal import (
     LOAD,
     LOAD_DUE,
     PURGE,
+    PUT_RECORD,
     READY,
     REQUEUE,
     RESCHEDULE,
@@ -148,6 +151,8 @@ class DurableStore:
                 len(rec.queues),
                 rec.seconds,
             )
+        # Read before the writer thread starts: the connection is not shared with it.
+        self._records = self.journal.records()
         self.journal.start()
 
     # -- MessageStore ----------------------------------------------------------------------
@@ -224,6 +229,27 @@ class DurableStore:
             and self._sched_cursor[0] <= now_ms + SCHEDULE_LOOKAHEAD_MS
         ):
             self._load_schedule()
+
+    def records(self, now_ms: int) -> dict[str, dict[str, Record]]:
+        found: dict[str, dict[str, Record]] = {}
+        for ns, key, value, until, seq in self._records:
+            if not until or until > now_ms:
+                found.setdefault(ns, {})[key] = Record(value, until, seq)
+            else:
+                self.delete_record(ns, key)
+        self._records = []  # handed over: the owners keep them now
+        return found
+
+    def put_record(self, ns: str, key: str, record: Record) -> None:
+        self.submit((PUT_RECORD, ns, key, record.value, record.until, record.seq), ALWAYS)
+
+    # A delete needs no fsync of its own: one lost in a crash is made again at start, where
+    # a record whose message is gone, or whose time is up, is dropped.
+    def delete_record(self, ns: str, key: str) -> None:
+        self.submit((DELETE_RECORD, ns, key), READ)
+
+    def drop_records(self, ns: str) -> None:
+        self.submit((DROP_RECORDS, ns), READ)
 
     def stats(self) -> dict[str, Any]:
         j = self.journal.stats
@@ -600,10 +626,11 @@ class DurableQueueStore:
     def message_from(self, row: Row) -> Message:
         deliveries = row[L_DELIVERIES]
         seq = row[L_SEQ]
+        headers = tuple((k, v) for k, v in json.loads(row[L_HEADERS]))
         return Message(
             row[L_ID],
             row[L_DEST],
-            tuple((k, v) for k, v in json.loads(row[L_HEADERS])),
+            headers,
             row[L_BODY],
             bool(row[L_PERSISTENT]),
             9 - row[L_PKEY],
@@ -614,6 +641,7 @@ class DurableQueueStore:
             stored=True,
             rank=row[L_RANK],
             due=row[L_DUE],
+            unique=header(headers, "unique-key"),
         )
 
     def _unspill(self, message: Message) -> None:

@@ -89,6 +89,9 @@ READY = 8  # (READY, seq, rank)                          a delayed message is du
 LOAD_DUE = 9  # (LOAD_DUE, reply, after_key | None, limit)  delayed messages, by (due, seq)
 GROUP = 10  # (GROUP, ops)   applied in the same transaction, whatever the batching
 SET_ATTRIBUTES = 11  # (SET_ATTRIBUTES, queue_id, json_text)
+PUT_RECORD = 12  # (PUT_RECORD, ns, key, value, until, seq)
+DELETE_RECORD = 13  # (DELETE_RECORD, ns, key)
+DROP_RECORDS = 14  # (DROP_RECORDS, ns)
 
 Row = tuple[Any, ...]
 Replies = list[tuple[Callable[[list[Row]], None], list[Row]]]
@@ -107,6 +110,12 @@ CREATE INDEX messages_head ON messages(rank) WHERE rank < 0;
 CREATE INDEX messages_due ON messages(due, seq) WHERE due > 0;
 CREATE INDEX messages_expiry ON messages(queue, expires) WHERE expires > 0;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+#: Added after format 1 shipped, so made on every open (a journal without it is the same format).
+_RECORDS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS records(
+    ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, until INTEGER NOT NULL,
+    seq INTEGER NOT NULL, PRIMARY KEY (ns, key)) WITHOUT ROWID;
 """
 _INSERT_SQL = "INSERT INTO messages VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)"
 _LOAD_COLUMNS = "seq, pkey, rank, expires, deliveries, persistent, id, destination, headers, body, due, queue"
@@ -258,6 +267,7 @@ class Journal:
         clean = fresh or (row is not None and row[0] == "1")
         if not clean:
             self._report_wal_tail()
+        db.executescript(_RECORDS_SCHEMA)
         db.execute("BEGIN")
         dropped = db.execute("DELETE FROM messages WHERE persistent = 0").rowcount
         db.execute("INSERT OR REPLACE INTO meta VALUES ('clean', '0')")
@@ -498,6 +508,12 @@ class Journal:
                     db.execute("INSERT OR REPLACE INTO queues VALUES (?, ?, '{}')", (op[1], op[2]))
                 elif code == SET_ATTRIBUTES:
                     db.execute("UPDATE queues SET attributes = ? WHERE id = ?", (op[2], op[1]))
+                elif code == PUT_RECORD:
+                    db.execute("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?)", op[1:])
+                elif code == DELETE_RECORD:
+                    db.execute("DELETE FROM records WHERE ns = ? AND key = ?", op[1:])
+                elif code == DROP_RECORDS:
+                    db.execute("DELETE FROM records WHERE ns = ?", op[1:])
                 elif code == LOAD:
                     replies.append((op[1], self._load(op[2], op[3], op[4], op[5], op[6])))
                 elif code == RESCHEDULE:
@@ -551,6 +567,24 @@ class Journal:
         if exclude:
             rows = [r for r in rows if r[L_SEQ] not in exclude]
         return rows[:limit]
+
+    def records(self) -> list[tuple[str, str, bytes, int, int]]:
+        """Every record as (ns, key, value, until, seq), without those that died with their
+        message (see :class:`~queueit.broker.storage.base.Record`; the time limits are the
+        caller's, whose clock rules). Called once, before :meth:`start`."""
+        db = self._db
+        db.execute("BEGIN")
+        db.execute(
+            "DELETE FROM records WHERE seq > 0 AND until = 0 "
+            "AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = records.seq)"
+        )
+        db.execute(
+            "UPDATE records SET seq = 0 "
+            "WHERE seq > 0 AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.seq = records.seq)"
+        )
+        rows = db.execute("SELECT ns, key, value, until, seq FROM records").fetchall()
+        db.execute("COMMIT")
+        return rows
 
     def _load_due(self, after: tuple[int, int] | None, limit: int) -> list[Row]:
         """The first ``limit`` delayed messages after ``after`` (due, seq), soonest first."""

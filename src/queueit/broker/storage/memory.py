@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..messages import Message
-from .base import StoreCapabilities, SyncPolicy
+from .base import Record, StoreCapabilities, SyncPolicy
 from .ready import ReadyIndex
 from .schedule import Schedule
 
@@ -116,6 +116,19 @@ class MemoryStore:
 
     def when_done(self, since: int, callback: Callable[[bool], None]) -> None:
         callback(True)
+
+    # Records live in their owners' RAM; a memory store has nothing to keep them in.
+    def records(self, now_ms: int) -> dict[str, dict[str, Record]]:
+        return {}
+
+    def put_record(self, ns: str, key: str, record: Record) -> None:
+        pass
+
+    def delete_record(self, ns: str, key: str) -> None:
+        pass
+
+    def drop_records(self, ns: str) -> None:
+        pass
 
     def stats(self) -> dict[str, Any]:
         return {}

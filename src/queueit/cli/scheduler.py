@@ -1,0 +1,68 @@
+"""``queueit scheduler MODULE:APP``: send the app's periodic jobs at their ticks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import logging
+import signal
+from typing import Any
+
+from ..jobs.process import load_app
+from ..jobs.scheduler import Scheduler
+from ..transports import TransportError
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "scheduler",
+        help="send periodic jobs (@app.periodic) on their schedule",
+        description=(
+            "Send the periodic jobs of a queueit.App (@app.periodic) at their ticks; workers run them. "
+            "Run several schedulers for availability: each tick is still sent once (the broker keeps "
+            "the other copies out by a unique key; on amqp:// run one scheduler). Ticks from before "
+            "the start are not sent; a tick up to 5 minutes late is. SIGTERM/SIGINT stop it."
+        ),
+        epilog="Example: queueit scheduler myproject.tasks:app",
+    )
+    p.add_argument("app", metavar="MODULE:APP", help="where the queueit.App is, e.g. myproject.tasks:app")
+    p.add_argument(
+        "--list", action="store_true", help="print each periodic job and its next 3 ticks, then exit"
+    )
+    p.set_defaults(func=scheduler)
+
+
+def scheduler(args: argparse.Namespace) -> int:
+    try:
+        app = load_app(args.app)
+    except ValueError as exc:
+        print(f"queueit scheduler: {exc}")
+        return 2
+    if not app.periodics:
+        print(f"queueit scheduler: {args.app} has no periodic jobs (@app.periodic): nothing to send")
+        return 2
+    if args.list:
+        now = datetime.datetime.now(datetime.UTC)
+        for periodic in app.periodics.values():
+            ticks, t = [], now
+            for _ in range(3):
+                t = periodic.timetable.next_after(t)
+                ticks.append(t.isoformat())
+            print(f"{periodic.describe()}: {', '.join(ticks)}")
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        asyncio.run(_run(Scheduler(app)))
+    except TransportError as exc:
+        print(f"queueit scheduler: {exc}")
+        return 1
+    return 0
+
+
+async def _run(s: Scheduler) -> None:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, s.stop)
+    await s.run()
+    await s.app.aclose()

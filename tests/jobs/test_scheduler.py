@@ -1,0 +1,201 @@
+"""Periodic jobs: ``@app.periodic`` and ``queueit scheduler``; several schedulers fire each tick once."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from queueit.jobs import App
+from queueit.jobs.cron import CronError
+from queueit.jobs.scheduler import MAX_LATE, Every, Scheduler, tick_key
+from queueit.transports.memory import shared_broker
+
+from .conftest import REPO, Ledger, WorkerProcess
+
+UTC = datetime.UTC
+
+
+def test_every_ticks_at_epoch_multiples_so_schedulers_agree() -> None:
+    every = Every(30)
+    moment = datetime.datetime(2026, 11, 27, 10, 0, 29, 999_000, UTC)
+    assert every.next_after(moment) == datetime.datetime(2026, 11, 27, 10, 0, 30, tzinfo=UTC)
+    assert every.next_after(datetime.datetime(2026, 11, 27, 10, 0, 30, tzinfo=UTC)) == datetime.datetime(
+        2026, 11, 27, 10, 1, 0, tzinfo=UTC
+    )
+    with pytest.raises(ValueError, match="every= must be from 1"):
+        Every(0.5)
+
+
+def test_periodic_refuses_what_cannot_be_scheduled() -> None:
+    app = App("memory://")
+    with pytest.raises(ValueError, match="one of them"):
+        app.periodic()
+    with pytest.raises(ValueError, match="one of them"):
+        app.periodic("* * * * *", every=5)
+    with pytest.raises(ValueError, match="tz= applies to cron"):
+        app.periodic(every=5, tz="Europe/Berlin")
+    with pytest.raises(CronError, match="out of range"):
+        app.periodic("0 25 * * *")
+    with pytest.raises(TypeError, match="takes no arguments"):
+
+        @app.periodic(every=5)  # type: ignore[arg-type]  # mypy refuses it too
+        def needs(n: int) -> None: ...
+
+    @app.periodic("*/5 * * * *", tz="Europe/Berlin", queue="reports")
+    def report() -> None: ...
+
+    assert report.name in app.periodics
+    assert report.options.queue == "reports"
+    with pytest.raises(ValueError, match="no periodic jobs"):
+        Scheduler(App("memory://"))
+
+
+def memory_app() -> tuple[App, str]:
+    name = "sched-" + uuid.uuid4().hex
+    return App(f"memory://{name}"), name
+
+
+def test_two_schedulers_send_each_tick_once() -> None:
+    app, broker_name = memory_app()
+
+    @app.periodic(every=1, queue="ticks")
+    def beat() -> None: ...
+
+    async def run_both() -> tuple[Scheduler, Scheduler]:
+        a, b = Scheduler(app), Scheduler(app)
+        tasks = [asyncio.create_task(s.run()) for s in (a, b)]
+        await asyncio.sleep(3.5)
+        a.stop()
+        b.stop()
+        await asyncio.gather(*tasks)
+        return a, b
+
+    a, b = asyncio.run(run_both())
+    sent = shared_broker(broker_name).messages("ticks")
+    ids = [headers.get("job-id", "") for _, headers in sent]
+    ticks = a.sent + b.sent
+    assert 3 <= ticks <= 4, (a.sent, b.sent)
+    assert len(sent) == ticks
+    assert len(set(ids)) == ticks
+    assert a.kept_out + b.kept_out == ticks  # each tick: one sent it, the other was kept out
+    assert a.skipped == b.skipped == 0
+
+
+def test_a_cron_job_is_sent_at_the_minute_and_not_for_ticks_before_the_start() -> None:
+    app, broker_name = memory_app()
+
+    @app.periodic("* * * * *", queue="minutely")
+    def minutely() -> None: ...
+
+    # A wall clock 0.8 s before a minute: the first tick comes 0.8 s after the start.
+    minute = datetime.datetime(2026, 11, 27, 10, 1, tzinfo=UTC).timestamp()
+    offset = minute - 0.8 - time.time()
+    clock: Callable[[], float] = lambda: time.time() + offset  # noqa: E731
+
+    async def run() -> Scheduler:
+        s = Scheduler(app, clock=clock)
+        task = asyncio.create_task(s.run())
+        await asyncio.sleep(1.6)
+        s.stop()
+        await task
+        return s
+
+    s = asyncio.run(run())
+    assert s.sent == 1
+    ((body, _headers),) = shared_broker(broker_name).messages("minutely")
+    assert (
+        f'"unique":"{minutely.name}:{tick_key(datetime.datetime.fromtimestamp(minute, UTC))}"'
+        in body.decode()
+    )
+
+
+def test_a_tick_too_late_is_skipped_not_sent() -> None:
+    app, broker_name = memory_app()
+
+    @app.periodic(every=60, queue="late")
+    def late() -> None: ...
+
+    s = Scheduler(app)
+    tick = datetime.datetime.fromtimestamp(time.time() - MAX_LATE - 5, UTC)
+    asyncio.run(s._fire(app.periodics[late.name], tick, unique=True))
+    assert (s.sent, s.skipped) == (0, 1)
+    assert shared_broker(broker_name).messages("late") == []
+
+
+# -- real processes --------------------------------------------------------------------------
+
+
+def start_scheduler(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queueit", "scheduler", "tests.jobs.sample_app:app"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def test_two_scheduler_processes_fire_each_tick_once_and_a_worker_runs_it(
+    job_env: dict[str, str], start_worker: Callable[..., WorkerProcess], ledger: Ledger, tmp_path: Path
+) -> None:
+    start_worker("--queues", "periodic")
+    logs = [tmp_path / "scheduler-a.log", tmp_path / "scheduler-b.log"]
+    schedulers = [start_scheduler(job_env, path) for path in logs]
+    try:
+        ledger.wait_for(lambda ld: len(ld.of("tick")) >= 4, "four ticks run", timeout=30)
+        # Kill one: the other keeps ticking alone.
+        schedulers[0].kill()
+        schedulers[0].wait(5)
+        ran = len(ledger.of("tick"))
+        ledger.wait_for(lambda ld: len(ld.of("tick")) >= ran + 2, "two more ticks with one scheduler")
+    finally:
+        for process in schedulers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = [process.wait(15) for process in schedulers]
+    assert codes[1] == 0, logs[1].read_text()
+    for path in logs:
+        assert "Traceback" not in path.read_text(), path.read_text()
+    keys = Counter(parts[1] for parts in ledger.of("tick"))
+    assert max(keys.values()) == 1, keys  # no tick ran twice
+    seconds = sorted(int(key.rsplit(":", 1)[1]) // 1000 for key in keys)
+    assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), seconds  # none missed
+    assert sum("scheduler: sent" in path.read_text() for path in logs) == 2  # both took part
+
+
+def test_scheduler_list_and_errors(job_env: dict[str, str]) -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "queueit", "scheduler", *args],
+            check=False,
+            cwd=REPO,
+            env=job_env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+
+    listed = run("tests.jobs.sample_app:app", "--list")
+    assert listed.returncode == 0, listed.stderr
+    assert "tests.jobs.sample_app.tick (every 1 s): " in listed.stdout
+    assert listed.stdout.count("+00:00") == 3
+    missing = run("tests.jobs.nothing_here:app")
+    assert missing.returncode == 2
+    assert "cannot import 'tests.jobs.nothing_here'" in missing.stdout
+    none = run("tests.jobs.test_scheduler:NO_PERIODICS")
+    assert none.returncode == 2
+    assert "has no periodic jobs" in none.stdout
+
+
+NO_PERIODICS = App("memory://")
