@@ -63,3 +63,17 @@ def hog(n: int, mb: int) -> None:
 @app.periodic(every=1, queue="periodic")
 def tick() -> None:
     record("tick", current().envelope.unique, os.getpid())
+
+
+@app.job(queue="work")
+def stages(n: int) -> None:
+    for percent in (25, 50, 100):
+        current().progress(percent, f"stage {percent}")
+    record("stages", n, os.getpid())
+
+
+@app.job(queue="work")
+async def async_stages(n: int) -> None:
+    current().progress(40, "halfway, nearly")
+    await asyncio.sleep(0)
+    record("async_stages", n, os.getpid())

@@ -429,5 +429,28 @@ async def hold_for_keeps_the_key_after_the_message_is_gone(b: Backend) -> None:
         assert await t.publish(q, Outgoing(b"later", unique=Unique("tick-1", ref="c"))) is None
 
 
+@scenario
+async def the_latest_progress_report_of_a_job_is_kept_and_readable(b: Backend) -> None:
+    job = fresh("job")
+    async with b.open() as t:
+        if not t.capabilities.progress:
+            with pytest.raises(Unsupported, match="progress"):
+                await t.report_progress(job, b"{}")
+            with pytest.raises(Unsupported, match="progress"):
+                await t.read_progress(job)
+            return
+        assert await t.read_progress(job) is None
+        await t.report_progress(job, b'{"percent": 10}')
+        await t.report_progress(job, b'{"percent": 90}')
+        with pytest.raises(ValueError, match="utf-8"):
+            await t.report_progress(job, b"\xff")
+    async with b.open() as t:  # another connection reads it
+        found = await t.read_progress(job)
+        assert found is not None
+        body, updated = found
+        assert body == b'{"percent": 90}'
+        assert abs(updated / 1000 - time.time()) < 60
+
+
 def run(backend: Backend, name: str) -> None:
     asyncio.run(asyncio.wait_for(SCENARIOS[name](backend), 60))

@@ -35,7 +35,7 @@ from ..stomp import (
     Subscribe,
     Unsubscribe,
 )
-from . import unique
+from . import progress, unique
 from .admin import handle_admin
 from .auth import User
 from .dead_letters import DEAD_LETTER_HEADER_PREFIX
@@ -50,6 +50,7 @@ from .errors import (
 )
 from .exchanges import TOPIC_EXCHANGE, Exchange, ExchangeType
 from .messages import CONTROL_HEADERS, Message
+from .progress import ProgressTable
 from .queue_settings import MAX_MS, PRIVATE, QueueSettingsTable
 from .queues import Leases, Outlet, Queue, QueueKind, Subscription
 from .storage import MessageStore
@@ -128,14 +129,14 @@ class BrokerCore:
                     (queue, attributes.get("key", ""))
                 )
         self._bind_waiting(TOPIC_EXCHANGE)
-        self.records = store.records(self.now_ms())
-        for ns in [ns for ns in self.records if ns.startswith(unique.NAMESPACE)]:
-            found = self.queues.get(ns[len(unique.NAMESPACE) :])
-            if found is None:
-                store.drop_records(ns)  # its queue was deleted before a crash
+        self.progress = ProgressTable(store)
+        for ns, records in store.records(self.now_ms()).items():
+            if ns == progress.NAMESPACE:
+                self.progress.load(records)
+            elif ns.startswith(unique.NAMESPACE) and ns[len(unique.NAMESPACE) :] in self.queues:
+                self._unique_keys(self.queues[ns[len(unique.NAMESPACE) :]]).load(records)
             else:
-                self._unique_keys(found).load(self.records[ns])
-            del self.records[ns]
+                store.drop_records(ns)  # its queue was deleted before a crash
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -204,6 +205,7 @@ class BrokerCore:
             self._lease_expired(sub, message, now)
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL_MS
+            self.progress.sweep(now)
             for queue in list(self.queues.values()):
                 queue.sweep(now)
 
@@ -258,6 +260,9 @@ class BrokerCore:
                     )
                 _int_header(ev.headers, "prefetch", 0, 0, 999_999_999)
                 return dest, 0, 0, 0
+            if dest.name == "progress":
+                self._check_progress(s, ev)
+                return dest, 0, 0, 0
             if dest.name != "admin" or not ev.headers.get("reply-to"):
                 raise InvalidDestination("Send admin requests to /queueit/admin with a reply-to header.")
             return dest, 0, 0, 0
@@ -303,6 +308,8 @@ class BrokerCore:
                 self._extend_lease(s, ev)
             elif dest.name == "flow":
                 self._change_flow(s, ev)
+            elif dest.name == "progress":
+                self._progress(s, ev)
             else:
                 self._admin(s, ev)
             return None
@@ -747,6 +754,40 @@ class BrokerCore:
             return
         message = sub.unacked[ack_id]
         self.leases.add(sub, message, self.now_ms() + _int_header(ev.headers, "lease", 0, 1, MAX_MS))
+
+    def _check_progress(self, s: SessionState, ev: Send) -> None:
+        job_id = ev.headers.get("job-id", "")
+        if not 0 < len(job_id) <= unique.MAX_KEY_LENGTH:
+            raise InvalidHeader(
+                f"A progress report needs the job-id header (1-{unique.MAX_KEY_LENGTH} characters)."
+            )
+        topic = "/topic/" + progress.TOPIC_PREFIX + job_id
+        if ev.headers.get("reply-to"):
+            self._require(s, "read", topic)
+            return
+        self._require(s, "write", topic)
+        if len(ev.body) > progress.MAX_BODY:
+            raise InvalidHeader(
+                f"A progress report is at most {progress.MAX_BODY} bytes, not {len(ev.body)}."
+            )
+        try:
+            ev.body.decode()
+        except UnicodeDecodeError:
+            raise InvalidHeader("A progress report's body must be UTF-8 text (JSON, say).") from None
+        _int_header(ev.headers, "retain", 0, 1, progress.MAX_RETAIN_MS)
+
+    def _progress(self, s: SessionState, ev: Send) -> None:
+        """SEND /queueit/progress: report a job's progress, or read it (see :mod:`.progress`)."""
+        job_id = ev.headers["job-id"]
+        now = self.now_ms()
+        if ev.headers.get("reply-to"):
+            self._admin_reply(s, ev, self.progress.answer(job_id, now))
+            return
+        retain = _int_header(ev.headers, "retain", progress.DEFAULT_RETAIN_MS, 1, progress.MAX_RETAIN_MS)
+        self.progress.set(job_id, ev.body, now, retain)
+        headers = {k: v for k, v in ev.headers.items() if k not in ("destination", "retain", "receipt")}
+        topic = "/topic/" + progress.TOPIC_PREFIX + job_id
+        self._publish(s, Send(topic, {**headers, "destination": topic}, ev.body, None, None))
 
     def _change_flow(self, s: SessionState, ev: Send) -> None:
         """SEND /queueit/flow with ``subscription`` (its id) and ``prefetch`` (0 pauses it).

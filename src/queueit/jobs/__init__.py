@@ -4,7 +4,7 @@ See ``docs/jobs.md`` for the guide and ``docs/delivery.md`` for the delivery con
 """
 
 from .app import App
-from .context import JobContext, current
+from .context import JobContext, Progress, current
 from .definitions import Job, Queue, Sender
 from .envelope import Envelope, InvalidMessage
 from .middleware import Middleware
@@ -21,6 +21,7 @@ __all__ = [
     "JobOptions",
     "JobTimeout",
     "Middleware",
+    "Progress",
     "Queue",
     "Retry",
     "SendOptions",

@@ -20,8 +20,9 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ..transports import Outgoing, Transport, TransportClosed, Unique, open_transport
+from ..transports import Outgoing, Transport, TransportClosed, Unique, Unsupported, open_transport
 from .arguments import to_json_value
+from .context import Progress
 from .cron import Cron
 from .definitions import BatchJob, Handler, Job, Listener, Queue, QueueHandler
 from .envelope import Envelope
@@ -394,6 +395,26 @@ class App:
                 self._portal = _Portal()
             portal = self._portal
         return portal.call(coro)
+
+    def progress(self, job_id: str) -> Progress | None:
+        """The latest progress report of job ``job_id`` (see ``JobContext.progress``), or None.
+
+        Raises:
+            Unsupported: the transport keeps no progress (``amqp://``).
+        """
+        return self._portal_call(self.aprogress(job_id))
+
+    async def aprogress(self, job_id: str) -> Progress | None:
+        """:meth:`progress` for async code."""
+        if not self.open_transport().capabilities.progress:
+            raise Unsupported("this app's transport keeps no job progress; use queueit:// or memory://")
+        found = await self._produce(lambda t: t.read_progress(job_id))
+        if found is None:
+            return None
+        try:
+            return Progress.from_json(found[0])
+        except ValueError:
+            return None  # a report some other client sent, not in our format
 
     async def aclose(self) -> None:
         """Close this loop's producer connection."""

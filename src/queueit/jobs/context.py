@@ -6,15 +6,61 @@ async ones); outside a job :func:`current` raises ``LookupError``.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import json
+import logging
+import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ..transports import Delivery
+from ..transports import Delivery, Transport, TransportError, Unsupported
 from .envelope import Envelope
 
 if TYPE_CHECKING:
     from .worker import Worker
+
+log = logging.getLogger("queueit.jobs")
+#: The longest progress note kept.
+MAX_NOTE = 1_000
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A job's latest progress report, as :meth:`queueit.App.progress` reads it.
+
+    Attributes:
+        job_id: the job's id.
+        job: the job's name.
+        percent: 0-100.
+        note: what it is doing, in words.
+        attempt: the attempt that reported it (1 for the first).
+        at: when it was reported, epoch seconds.
+    """
+
+    job_id: str
+    job: str
+    percent: float
+    note: str
+    attempt: int
+    at: float
+
+    def to_json(self) -> bytes:
+        document = {
+            "id": self.job_id, "job": self.job, "percent": self.percent, "note": self.note,
+            "attempt": self.attempt, "at": round(self.at * 1000),
+        }  # fmt: skip
+        return json.dumps(document, ensure_ascii=False).encode()
+
+    @classmethod
+    def from_json(cls, body: bytes) -> Progress:
+        """Raises ValueError for a report that is not one of ours."""
+        d: Any = json.loads(body)
+        try:
+            return cls(str(d["id"]), str(d["job"]), float(d["percent"]), str(d.get("note", "")),
+                       int(d.get("attempt", 1)), int(d["at"]) / 1000)  # fmt: skip
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"not a progress report: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +70,36 @@ class JobContext:
     envelope: Envelope
     delivery: Delivery
     worker: Worker
+    transport: Transport
+    loop: asyncio.AbstractEventLoop
+
+    def progress(self, percent: float, note: str = "") -> None:
+        """Report how far the job is (0-100) and what it does; callable from sync and async jobs.
+
+        The broker keeps the latest report per job id (``App.progress(job_id)`` reads it) and
+        publishes each on the topic ``/topic/queueit.progress.<job id>`` for a UI to follow.
+        Reports are sent in the background and never fail the job: one that cannot be sent
+        is logged. A transport that keeps no progress (``amqp://``) refuses at once.
+
+        Raises:
+            ValueError: ``percent`` is not within 0-100.
+            Unsupported: the transport keeps no progress.
+        """
+        if not 0 <= percent <= 100:
+            raise ValueError(f"percent must be from 0 to 100, got {percent}")
+        if not self.transport.capabilities.progress:
+            raise Unsupported("this transport keeps no job progress; use queueit:// or memory://")
+        report = Progress(
+            self.id, self.envelope.job, float(percent), note[:MAX_NOTE], self.attempt, time.time()
+        )
+        # From the loop (an async job) or a pool thread (a sync job) alike: the loop sends it.
+        self.loop.call_soon_threadsafe(self.worker.in_background, self._send(report.to_json()))
+
+    async def _send(self, body: bytes) -> None:
+        try:
+            await self.transport.report_progress(self.id, body)
+        except TransportError as exc:
+            log.warning("job=%s id=%s progress not sent: %s", self.envelope.job, self.id, exc)
 
     @property
     def id(self) -> str:

@@ -112,6 +112,7 @@ class Worker:
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
         self._transport: Transport | None = None
         self._running: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._batches: dict[tuple[int, str], _Batch] = {}
         self._leased: dict[Delivery, Transport] = {}  # running jobs, whose leases are renewed
         self._stop: asyncio.Event | None = None
@@ -224,6 +225,12 @@ class Worker:
         self._running.add(task)
         task.add_done_callback(self._running.discard)
 
+    def in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` (which handles its own errors) beside the jobs: progress reports."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
     async def _shut_down(self) -> None:
         transport = self._transport
         if transport is not None:
@@ -302,7 +309,8 @@ class Worker:
                 for _, e in entries:
                     _hook(m.before_process, e)
             try:
-                result = await self._run(handler, call, JobContext(envelope, first, self))
+                context = JobContext(envelope, first, self, transport, asyncio.get_running_loop())
+                result = await self._run(handler, call, context)
                 follow_up = next_step(envelope, result)  # raises TypeError: a result that is no JSON
             except asyncio.CancelledError:
                 for d, _ in entries:

@@ -47,6 +47,7 @@ from .base import (
     TransportRefused,
     Unsupported,
     check_outgoing,
+    check_progress,
     check_queue_name,
 )
 
@@ -583,6 +584,15 @@ class AmqpTransport:
 
     async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
         return await self._take_dead(queue, message_id, back=False)
+
+    # -- progress: RabbitMQ keeps no last value per job (capabilities.progress is False) --------
+
+    async def report_progress(self, job_id: str, body: bytes) -> None:
+        check_progress(self._capabilities, job_id, body)
+
+    async def read_progress(self, job_id: str) -> tuple[bytes, int] | None:
+        check_progress(self._capabilities, job_id)
+        return None
 
     async def _take_dead(self, queue: str, message_id: str | None, *, back: bool) -> int:
         check_queue_name(queue)

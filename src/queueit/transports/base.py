@@ -72,6 +72,7 @@ class Capabilities:
         durable: published messages survive a broker restart.
         max_message_bytes: the largest body the broker takes (None: no fixed limit).
         unique: a message can hold a unique key in its queue (:class:`Unique`).
+        progress: the broker keeps each job's latest progress report, readable by job id.
     """
 
     delay: bool
@@ -84,6 +85,11 @@ class Capabilities:
     durable: bool
     max_message_bytes: int | None
     unique: bool = False
+    progress: bool = False
+
+
+#: The largest progress report a transport takes.
+MAX_PROGRESS_BYTES = 16 * 1024
 
 
 #: Longest unique key and ref; longest time a key can be held on after its message is gone.
@@ -187,6 +193,24 @@ def check_queue_name(name: str) -> str:
             "letter or digit"
         )
     return name
+
+
+def check_progress(capabilities: Capabilities, job_id: str, body: bytes = b"") -> None:
+    """Refuse a progress report (or read) the transport cannot take.
+
+    Raises:
+        Unsupported: the transport keeps no progress.
+        ValueError: the job id or body is out of bounds, or the body is not UTF-8.
+    """
+    if not capabilities.progress:
+        raise Unsupported(
+            "this transport keeps no job progress; use queueit:// or memory:// for progress reports"
+        )
+    if not 0 < len(job_id) <= MAX_UNIQUE_KEY:
+        raise ValueError(f"a job id is 1-{MAX_UNIQUE_KEY} characters long")
+    if len(body) > MAX_PROGRESS_BYTES:
+        raise ValueError(f"a progress report is at most {MAX_PROGRESS_BYTES} bytes, not {len(body)}")
+    body.decode()  # UnicodeDecodeError is a ValueError
 
 
 def check_outgoing(capabilities: Capabilities, message: Outgoing) -> None:
@@ -305,6 +329,23 @@ class Transport(Protocol):
     async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
         """Delete dead letters of ``queue`` (all, or one); returns how many went."""
 
+    # -- progress ----------------------------------------------------------------------------
+
+    async def report_progress(self, job_id: str, body: bytes) -> None:
+        """Keep ``body`` (UTF-8, at most :data:`MAX_PROGRESS_BYTES`) as the job's latest progress
+        and publish it to the job's progress topic (``queueit.progress.<job_id>``).
+
+        Raises:
+            Unsupported: the transport keeps no progress (``capabilities.progress``).
+        """
+
+    async def read_progress(self, job_id: str) -> tuple[bytes, int] | None:
+        """The job's latest progress report and when it came (epoch ms), or None.
+
+        Raises:
+            Unsupported: the transport keeps no progress (``capabilities.progress``).
+        """
+
 
 __all__ = [
     "Capabilities",
@@ -318,5 +359,6 @@ __all__ = [
     "Unique",
     "Unsupported",
     "check_outgoing",
+    "check_progress",
     "check_queue_name",
 ]

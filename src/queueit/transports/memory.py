@@ -32,6 +32,7 @@ from .base import (
     StoredMessage,
     TransportClosed,
     check_outgoing,
+    check_progress,
     check_queue_name,
 )
 
@@ -46,6 +47,7 @@ CAPABILITIES = Capabilities(
     durable=False,
     max_message_bytes=None,
     unique=True,
+    progress=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -91,6 +93,7 @@ class MemoryBroker:
         self._lock = threading.Lock()
         self._queues: dict[str, _Queue] = {}
         self._groups: dict[str, set[str]] = {}  # topic -> the queues of its listener groups
+        self.progress: dict[str, tuple[bytes, int]] = {}  # job id -> (latest report, epoch ms)
         self._seq = itertools.count()
 
     def pending(self) -> tuple[int, float | None]:
@@ -453,3 +456,15 @@ class MemoryTransport:
                     }
                     self.broker.put(origin, message, 0.0)
             return len(taken)
+
+    # -- progress ----------------------------------------------------------------------------
+
+    async def report_progress(self, job_id: str, body: bytes) -> None:
+        check_progress(CAPABILITIES, job_id, body)
+        with self.broker._lock:
+            self.broker.progress[job_id] = (body, int(time.time() * 1000))
+
+    async def read_progress(self, job_id: str) -> tuple[bytes, int] | None:
+        check_progress(CAPABILITIES, job_id)
+        with self.broker._lock:
+            return self.broker.progress.get(job_id)

@@ -35,12 +35,14 @@ from .base import (
     TransportError,
     TransportRefused,
     check_outgoing,
+    check_progress,
     check_queue_name,
 )
 
 DEFAULT_PORT = 61613
 EVENTS_EXCHANGE = "queueit.events"
 ADMIN = "/queueit/admin"
+PROGRESS = "/queueit/progress"
 #: Dead letters one request lists at most.
 MAX_LIST = 10_000
 
@@ -55,6 +57,7 @@ CAPABILITIES = Capabilities(
     durable=True,
     max_message_bytes=4 * 1024 * 1024,
     unique=True,
+    progress=True,
 )
 
 
@@ -274,12 +277,29 @@ class QueueitTransport:
             headers["id"] = message_id
         return int((await self._admin(headers))["purged"])
 
-    async def _admin(self, headers: dict[str, str]) -> dict[str, Any]:
-        """One admin request, on a connection of its own (its reply must not mix with deliveries)."""
+    # -- progress ----------------------------------------------------------------------------
+
+    async def report_progress(self, job_id: str, body: bytes) -> None:
+        check_progress(CAPABILITIES, job_id, body)
+        with _mapped():  # no receipt: a report is worth no round trip (the next one replaces it)
+            await self._client.send(
+                PROGRESS, body, headers={"job-id": job_id}, content_type="application/json"
+            )
+
+    async def read_progress(self, job_id: str) -> tuple[bytes, int] | None:
+        check_progress(CAPABILITIES, job_id)
+        answer = await self._admin({"job-id": job_id}, PROGRESS)
+        if not answer.get("found"):
+            return None
+        return str(answer["body"]).encode(), int(answer["updated"])
+
+    async def _admin(self, headers: dict[str, str], destination: str = ADMIN) -> dict[str, Any]:
+        """One request to the broker (admin, or a progress read), on a connection of its own
+        (its reply must not mix with deliveries)."""
         client = self._new_client()
         with _mapped():
             async with client:
-                await client.send(ADMIN, b"", headers={**headers, "reply-to": "/temp-queue/admin"})
+                await client.send(destination, b"", headers={**headers, "reply-to": "/temp-queue/admin"})
                 reply = await client.receive(timeout=client.timeout)
         try:
             answer = json.loads(reply.body)
