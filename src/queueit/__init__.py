@@ -5,7 +5,7 @@ The public API is what ``__all__`` lists; everything else may change without not
 
 from ._version import __version__
 from .client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
-from .jobs import App, Envelope, InvalidMessage, Job, JobTimeout, Middleware, Queue, Retry, current
+from .jobs import App, Envelope, InvalidMessage, Job, JobTimeout, Middleware, Progress, Queue, Retry, current
 from .stomp import Limits, Message
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "Limits",
     "Message",
     "Middleware",
+    "Progress",
     "Queue",
     "ReceiveTimeout",
     "Retry",
