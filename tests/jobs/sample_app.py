@@ -77,3 +77,16 @@ async def async_stages(n: int) -> None:
     current().progress(40, "halfway, nearly")
     await asyncio.sleep(0)
     record("async_stages", n, os.getpid())
+
+
+@app.job(queue="slow")
+def square(n: int, seconds: float = 0.0) -> int:
+    record("square-start", n, os.getpid())
+    time.sleep(seconds)
+    record("square", n, os.getpid())
+    return n * n
+
+
+@app.job(queue="work")
+def total(results: list[int], label: str) -> None:
+    record("total", label, sum(results), len(results), os.getpid())

@@ -12,7 +12,7 @@ import pytest
 from queueit.jobs import App, Envelope, InvalidMessage, JobTimeout, Middleware, Queue, Retry, current
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.testing import JobTester
-from queueit.transports import Outgoing
+from queueit.transports import Outgoing, Unsupported
 
 
 def make_app() -> App:
@@ -562,3 +562,78 @@ def test_a_running_unique_job_and_its_retry_keep_the_key_until_it_fails() -> Non
         assert len(report.failed) == 1
         assert flaky.send() != first  # failed (kept in the DLQ): the key is free
     assert seen == [(1, first), (2, first)]  # the running attempt, then its retry, held the key
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+def test_a_group_callback_gets_the_members_results_in_order_once_all_finished() -> None:
+    app = make_app()
+    calls: list[tuple[list[Any], str]] = []
+
+    @app.job(queue="q")
+    def square(n: int) -> int:
+        return n * n
+
+    @app.job(queue="done")
+    def total(results: list[int], label: str) -> None:
+        calls.append((results, label))
+
+    with JobTester(app) as jobs:
+        app.group(*(square.s(n) for n in range(5))).then(total.s("squares")).send()
+        assert jobs.queued("done") == []  # held by the broker until every member reported
+        jobs.run(raise_errors=True)
+    assert calls == [([0, 1, 4, 9, 16], "squares")]
+
+
+def test_a_failed_member_keeps_the_callback_as_failed_unless_failures_are_allowed() -> None:
+    app = make_app()
+    calls: list[list[Any]] = []
+
+    @app.job(queue="q", retries=0)
+    def maybe(n: int) -> int:
+        if n == 1:
+            raise ValueError("one is bad")
+        return n
+
+    @app.job(queue="done")
+    def collect(results: list[Any]) -> None:
+        calls.append(results)
+
+    with JobTester(app) as jobs:
+        app.group(maybe.s(0), maybe.s(1), maybe.s(2)).then(collect.s()).send()
+        jobs.run()
+        (kept,) = jobs.queued("DLQ.done")
+        assert isinstance(kept, Envelope)
+        assert kept.job == collect.name
+        assert kept.args == ([0, None, 2],)  # retried by `queueit failed retry`, it runs with these
+        assert "member(s) 1 failed" in kept.errors[-1]["message"]
+        assert kept.errors[-1]["type"] == "queueit.jobs.workflows.GroupFailed"
+        assert calls == []
+        app.group(maybe.s(1), maybe.s(5)).then(collect.s(), allow_failures=True).send()
+        jobs.run()
+    assert calls == [[None, 5]]
+
+
+def test_a_group_without_a_callback_only_sends_its_members() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def noop(n: int) -> None: ...
+
+    with JobTester(app) as jobs:
+        app.group(noop.s(1), noop.s(2)).send()
+        assert len(jobs.queued("q")) == 2
+    with pytest.raises(ValueError, match="at least one member"):
+        app.group()
+
+
+def test_a_group_callback_needs_a_transport_with_groups() -> None:
+    app = App("amqp://guest:guest@127.0.0.1:1/")  # nothing listens there: a connection would fail
+
+    @app.job(queue="q")
+    def noop(n: int) -> None: ...
+
+    with pytest.raises(Unsupported, match="group"):
+        app.group(noop.s(1)).then(noop.s(2)).send()
+    app.close()

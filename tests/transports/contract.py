@@ -17,7 +17,15 @@ from dataclasses import dataclass
 
 import pytest
 
-from queueit.transports import Delivery, Outgoing, Transport, Unique, Unsupported
+from queueit.transports import (
+    Delivery,
+    MemberReport,
+    Outgoing,
+    Transport,
+    TransportRefused,
+    Unique,
+    Unsupported,
+)
 
 
 @dataclass
@@ -450,6 +458,45 @@ async def the_latest_progress_report_of_a_job_is_kept_and_readable(b: Backend) -
         body, updated = found
         assert body == b'{"percent": 90}'
         assert abs(updated / 1000 - time.time()) < 60
+
+
+@scenario
+async def a_group_callback_is_released_once_every_member_reported(b: Backend) -> None:
+    work, done, group = fresh("work"), fresh("done"), fresh("group")
+    members = [(work, Outgoing(f"member-{i}".encode())) for i in range(3)]
+    async with b.open() as t:
+        if not t.capabilities.groups:
+            with pytest.raises(Unsupported, match="group"):
+                await t.send_group(group, members, done, Outgoing(b"callback"))
+            return
+        await t.send_group(group, members, done, Outgoing(b'{"then": 1}', {"x-kept": "yes"}))
+        await t.consume(work, prefetch=3, lease=30)
+        got = [await get(t) for _ in range(3)]
+        assert sorted(d.body for d in got) == [b"member-0", b"member-1", b"member-2"]
+        await t.settle(got[2], [], MemberReport(group, 2, "done", b'"r2"'))
+        await t.settle(got[0], [], MemberReport(group, 0, "failed", b'"r0"'))
+    async with b.open() as t:
+        await t.consume(done, prefetch=1, lease=30)
+        await nothing(t, 0.3)  # one member has not reported yet
+    async with b.open() as t:
+        await t.consume(work, prefetch=1, lease=30)
+        last = await get(t)
+        await t.settle(last, [], MemberReport(group, 1, "done", b'"r1"'))
+        await t.consume(done, prefetch=1, lease=30)
+        callback = await get(t)
+        assert callback.body == b'{"then": 1}'
+        assert callback.headers["x-kept"] == "yes"
+        assert callback.group is not None
+        assert callback.group.group_id == group
+        assert callback.group.members == (("failed", b'"r0"'), ("done", b'"r1"'), ("done", b'"r2"'))
+        await t.ack(callback)
+    async with b.open() as t:
+        await t.send_group(fresh("group"), members, done, Outgoing(b"{}"))
+        # Open already (on queueit://, the broker's ERROR also ends the connection).
+        other = fresh("group")
+        await t.send_group(other, members, done, Outgoing(b"{}"))
+        with pytest.raises(TransportRefused, match="open already"):
+            await t.send_group(other, members, done, Outgoing(b"{}"))
 
 
 def run(backend: Backend, name: str) -> None:

@@ -35,7 +35,7 @@ from ..stomp import (
     Subscribe,
     Unsubscribe,
 )
-from . import progress, unique
+from . import groups, progress, unique
 from .admin import handle_admin
 from .auth import User
 from .dead_letters import DEAD_LETTER_HEADER_PREFIX
@@ -49,6 +49,7 @@ from .errors import (
     TransactionError,
 )
 from .exchanges import TOPIC_EXCHANGE, Exchange, ExchangeType
+from .groups import GroupTable
 from .messages import CONTROL_HEADERS, Message
 from .progress import ProgressTable
 from .queue_settings import MAX_MS, PRIVATE, QueueSettingsTable
@@ -130,13 +131,17 @@ class BrokerCore:
                 )
         self._bind_waiting(TOPIC_EXCHANGE)
         self.progress = ProgressTable(store)
+        self.groups = GroupTable(store)
         for ns, records in store.records(self.now_ms()).items():
             if ns == progress.NAMESPACE:
                 self.progress.load(records)
+            elif ns.startswith(groups.NAMESPACE_PREFIX):
+                self.groups.load(ns[len(groups.NAMESPACE_PREFIX) :], records)
             elif ns.startswith(unique.NAMESPACE) and ns[len(unique.NAMESPACE) :] in self.queues:
                 self._unique_keys(self.queues[ns[len(unique.NAMESPACE) :]]).load(records)
             else:
                 store.drop_records(ns)  # its queue was deleted before a crash
+        self.groups.loaded()
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -206,6 +211,7 @@ class BrokerCore:
         if now >= self._next_sweep:
             self._next_sweep = now + SWEEP_INTERVAL_MS
             self.progress.sweep(now)
+            self.groups.sweep(now)
             for queue in list(self.queues.values()):
                 queue.sweep(now)
 
@@ -263,6 +269,9 @@ class BrokerCore:
             if dest.name == "progress":
                 self._check_progress(s, ev)
                 return dest, 0, 0, 0
+            if dest.name == "group":
+                self._check_group(s, ev)
+                return dest, 0, 0, 0
             if dest.name != "admin" or not ev.headers.get("reply-to"):
                 raise InvalidDestination("Send admin requests to /queueit/admin with a reply-to header.")
             return dest, 0, 0, 0
@@ -310,6 +319,8 @@ class BrokerCore:
                 self._change_flow(s, ev)
             elif dest.name == "progress":
                 self._progress(s, ev)
+            elif dest.name == "group":
+                self._group(s, ev)
             else:
                 self._admin(s, ev)
             return None
@@ -788,6 +799,63 @@ class BrokerCore:
         headers = {k: v for k, v in ev.headers.items() if k not in ("destination", "retain", "receipt")}
         topic = "/topic/" + progress.TOPIC_PREFIX + job_id
         self._publish(s, Send(topic, {**headers, "destination": topic}, ev.body, None, None))
+
+    def _check_group(self, s: SessionState, ev: Send) -> None:
+        h = ev.headers
+        group_id = h.get("group-id", "")
+        if not 0 < len(group_id) <= unique.MAX_KEY_LENGTH:
+            raise InvalidHeader(
+                f"A group frame needs the group-id header (1-{unique.MAX_KEY_LENGTH} characters)."
+            )
+        if "member" in h:  # a report
+            _int_header(h, "member", 0, 0, groups.MAX_SIZE - 1)
+            if h.get("outcome") not in groups.OUTCOMES:
+                raise InvalidHeader("A group report needs the outcome header: done or failed.")
+            limit = groups.MAX_RESULT
+            group = self.groups.groups.get(group_id)
+            if group is not None:
+                self._require(s, "write", "/queue/" + group.queue)
+        else:  # an open
+            if not h.get("group-size") or not h.get("callback", "").startswith("/queue/"):
+                raise InvalidHeader(
+                    "Open a group with group-size (1-10000) and callback (/queue/NAME); report a member "
+                    "with member and outcome."
+                )
+            _int_header(h, "group-size", 0, 1, groups.MAX_SIZE)
+            self.groups.check_open(group_id)
+            check_name(h["callback"][len("/queue/") :], "queue")
+            self._require(s, "write", h["callback"])
+            limit = groups.MAX_CALLBACK
+        if len(ev.body) > limit:
+            raise InvalidHeader(f"A group frame's body is at most {limit} bytes here, not {len(ev.body)}.")
+        try:
+            ev.body.decode()
+        except UnicodeDecodeError:
+            raise InvalidHeader("A group frame's body must be UTF-8 text (JSON, say).") from None
+
+    def _group(self, s: SessionState, ev: Send) -> None:
+        """SEND /queueit/group: open a group, or report a member (see :mod:`.groups`)."""
+        h = ev.headers
+        if "member" not in h:
+            size = _int_header(h, "group-size", 0, 1, groups.MAX_SIZE)
+            queue = h["callback"][len("/queue/") :]
+            self.groups.open(h["group-id"], size, queue, h, ev.body, self.now_ms())
+            return
+        member = _int_header(h, "member", 0, 0, groups.MAX_SIZE - 1)
+        done = self.groups.report(h["group-id"], member, h["outcome"], ev.body)
+        if done is None:
+            return
+        destination = "/queue/" + done.queue
+        headers = (
+            *((k, v) for k, v in done.headers if k not in ("content-type", "group-id")),
+            ("content-type", groups.CONTENT_TYPE),
+            ("group-id", done.id),
+        )
+        message = Message(
+            self._id_prefix + str(next(self._ids)), destination, headers, done.released(), persistent=True
+        )
+        with self.store.atomic():  # the release and the group's deletion, together
+            self._queue_named(done.queue).publish(message, self.now_ms())
 
     def _change_flow(self, s: SessionState, ev: Send) -> None:
         """SEND /queueit/flow with ``subscription`` (its id) and ``prefetch`` (0 pauses it).

@@ -10,11 +10,14 @@ from .envelope import Envelope, InvalidMessage
 from .middleware import Middleware
 from .options import JobOptions, JobTimeout, Retry, SendOptions
 from .worker import Exit, Worker, WorkerSettings
+from .workflows import Group, GroupFailed
 
 __all__ = [
     "App",
     "Envelope",
     "Exit",
+    "Group",
+    "GroupFailed",
     "InvalidMessage",
     "Job",
     "JobContext",

@@ -29,7 +29,7 @@ from .envelope import Envelope
 from .middleware import Middleware
 from .options import JobOptions, Retry, SendOptions
 from .scheduler import Every, Periodic
-from .workflows import Pipeline, Step
+from .workflows import Group, Pipeline, Step
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -251,7 +251,7 @@ class App:
 
     def emit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
         """Publish ``event`` with ``payload`` (a JSON value) to every listener group; returns its id."""
-        return self._portal_call(self.aemit(event, payload, headers=headers))
+        return self.portal_call(self.aemit(event, payload, headers=headers))
 
     async def aemit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
         """:meth:`emit` for async code."""
@@ -294,6 +294,25 @@ class App:
 
         return register
 
+    def group(self, *members: Step) -> Group:
+        """Members that run in parallel, and (with ``.then(step)``) a callback once all have
+        finished::
+
+            app.group(resize.s("a.png"), resize.s("b.png")).then(notify.s(user_id)).send()
+
+        See :mod:`queueit.jobs.workflows`; the callback needs a transport with groups.
+        """
+        for step in members:
+            if step.job not in self.handlers:
+                raise ValueError(f"group member {step.job!r} is not a job of this app")
+        return Group(self, members)
+
+    async def send_group(
+        self, group_id: str, members: Sequence[tuple[str, Outgoing]], callback_queue: str, callback: Outgoing
+    ) -> None:
+        """Send a group's members and hold its callback, in one broker step (reconnecting once)."""
+        await self._produce(lambda t: t.send_group(group_id, members, callback_queue, callback))
+
     def pipeline(self, *steps: Step) -> Pipeline:
         """Steps run one after the other, each fed the previous result (see ``workflows``)."""
         for step in steps:
@@ -327,7 +346,7 @@ class App:
 
     def publish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
         """Send from sync code (through the portal); returns the job id."""
-        return self._portal_call(self.apublish_envelope(envelope, options, job))
+        return self.portal_call(self.apublish_envelope(envelope, options, job))
 
     async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
         """Send from async code; returns the job id once the broker holds the message (or,
@@ -389,7 +408,8 @@ class App:
             future.set_result(transport)
         return await asyncio.shield(future)
 
-    def _portal_call(self, coro: Coroutine[Any, Any, T]) -> T:
+    def portal_call(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run ``coro`` from sync code, on the app's private event-loop thread (started on first use)."""
         with self._portal_lock:
             if self._portal is None:
                 self._portal = _Portal()
@@ -402,7 +422,7 @@ class App:
         Raises:
             Unsupported: the transport keeps no progress (``amqp://``).
         """
-        return self._portal_call(self.aprogress(job_id))
+        return self.portal_call(self.aprogress(job_id))
 
     async def aprogress(self, job_id: str) -> Progress | None:
         """:meth:`progress` for async code."""

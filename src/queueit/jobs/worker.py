@@ -41,7 +41,7 @@ from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
 from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode
 from .options import MAX_TIMEOUT, JobTimeout
-from .workflows import next_step
+from .workflows import GroupFailed, allows_failures, member_report, next_step, with_group_results
 
 log = logging.getLogger("queueit.worker")
 
@@ -272,6 +272,16 @@ class Worker:
                     else f"a plain message on queue {delivery.queue!r}, which has no single job to take it"
                 )
             envelope = decoded if isinstance(decoded, Envelope) else _adopt(decoded, handler, delivery)
+            if delivery.group is not None:  # a group's callback: its members' results come first
+                allowed = allows_failures(envelope)
+                envelope, failed = with_group_results(envelope, delivery.group)
+                decoded = envelope
+                if failed and not allowed:
+                    members = ", ".join(map(str, failed))
+                    error = GroupFailed(f"group {delivery.group.group_id}: member(s) {members} failed")
+                    await self._failed(transport, delivery, handler, envelope, error, 0.0)
+                    self._count(1)
+                    return
             if isinstance(handler, BatchJob):
                 item = handler.item(decoded)
                 self._batch_of(transport, handler).add(delivery, envelope, item)
@@ -326,11 +336,17 @@ class Worker:
             for delivery, e in entries:
                 if error is not None:
                     await self._failed(transport, delivery, handler, e, error, took)
-                elif follow_up is None:
+                    continue
+                # A pipeline's next step, and a group member's outcome, go in the ack's step.
+                report = member_report(e, "done", result)
+                if follow_up is None and report is None:
                     await transport.ack(delivery)
-                else:  # a pipeline: the next step is sent in the same step as the ack
+                    continue
+                publish = []
+                if follow_up is not None:
                     step = Outgoing(follow_up.encode(), {"job": follow_up.job, "job-id": follow_up.id})
-                    await transport.settle(delivery, [(follow_up.queue, step)])
+                    publish.append((follow_up.queue, step))
+                await transport.settle(delivery, publish, report)
             if error is None:
                 log.info(
                     "job=%s id=%s attempt=%d outcome=done ms=%.1f%s",
@@ -428,7 +444,7 @@ class Worker:
         policy = handler.options.retry
         headers = {"job": envelope.job, "job-id": envelope.id}
         priority = _priority(delivery)
-        if policy.should_retry(error, attempt):
+        if policy.should_retry(error, attempt) and not isinstance(error, GroupFailed):
             delay = policy.delay(attempt)
             # The retry takes over the unique key (the ack applies first: see Transport.settle).
             unique = (
@@ -458,7 +474,9 @@ class Worker:
             },
             priority=priority,
         )
-        await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)])
+        outcome = {"error": record["type"], "message": record["message"][:500]}
+        report = member_report(envelope, "failed", outcome)
+        await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)], report)
         for m in self.app.middleware:
             _hook(m.on_fail, envelope, error)
         log.error(

@@ -1,4 +1,5 @@
-"""Pipelines: the talk's pipeline pattern, each step's result fed to the next.
+"""Workflows: pipelines (each step's result fed to the next) and groups (a callback once
+every member has finished).
 
 ::
 
@@ -11,14 +12,29 @@ worker sends the next one in the same broker step as the ack, so a pipeline neve
 repeats a step between two jobs. A step that fails is retried as any job; one out of
 retries stops the pipeline and is kept as a failed job *with the rest of the pipeline*:
 retrying it (``queueit failed retry``) carries the pipeline on. Results must be JSON values.
+
+Groups::
+
+    app.group(resize.s("a.png"), resize.s("b.png")).then(notify.s(user_id)).send()
+
+runs the members on any workers, in parallel; once every one has finished (done, or failed
+out of retries) the broker releases the callback, which is called with the list of the
+members' results first (in member order; None for a failed member), then its own arguments:
+``notify([r_a, r_b], user_id)``. Each member's outcome is counted in the same broker step as
+its job's ack, so a member delivered twice counts once and none is lost. If a member failed,
+the callback is not run but kept as a failed job (``GroupFailed``, its results as they are),
+unless ``then(..., allow_failures=True)``: then it runs with None for the failed ones.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
+from ..transports import GroupOutcome, MemberReport, Outgoing, Unsupported
 from .arguments import to_json_value
 from .envelope import Envelope
 from .options import SendOptions
@@ -57,9 +73,7 @@ class Pipeline:
 
     def envelope(self) -> Envelope:
         first, rest = self.steps[0], self.steps[1:]
-        envelope = Envelope.new(
-            first.job, first.queue, tuple(to_json_value(list(first.args))), to_json_value(dict(first.kwargs))
-        )
+        envelope = _envelope(first)
         if rest:
             envelope = replace(envelope, extra={"then": [s.to_json() for s in rest]})
         envelope.encode()  # raises TypeError now for an argument that is no JSON value
@@ -96,3 +110,113 @@ def next_step(done: Envelope, result: Any) -> Envelope | None:
         envelope = replace(envelope, extra={"then": rest})
     envelope.encode()
     return envelope
+
+
+def _envelope(step: Step, extra: Mapping[str, Any] | None = None) -> Envelope:
+    envelope = Envelope.new(
+        step.job, step.queue, tuple(to_json_value(list(step.args))), to_json_value(dict(step.kwargs))
+    )
+    return replace(envelope, extra=dict(extra)) if extra else envelope
+
+
+class GroupFailed(Exception):
+    """Members of the callback's group failed (and ``allow_failures`` was not given)."""
+
+
+class Group:
+    """Members run in parallel; an optional callback runs once all have finished."""
+
+    def __init__(self, app: App, members: Sequence[Step]) -> None:
+        if not members:
+            raise ValueError("a group needs at least one member")
+        self.app = app
+        self.members = list(members)
+        self.callback: Step | None = None
+        self.allow_failures = False
+
+    def then(self, callback: Step, *, allow_failures: bool = False) -> Group:
+        """Run ``callback`` with the members' results once every member has finished.
+
+        Args:
+            allow_failures: run it even if members failed (their results are None);
+                otherwise it is kept as a failed job (``GroupFailed``).
+        """
+        if callback.job not in self.app.handlers:
+            raise ValueError(f"group callback {callback.job!r} is not a job of this app")
+        self.callback = callback
+        self.allow_failures = allow_failures
+        return self
+
+    def send(self) -> str:
+        """Send every member (and hold the callback on the broker); returns the group id."""
+        return self.app.portal_call(self.asend())
+
+    async def asend(self) -> str:
+        group_id = uuid.uuid4().hex
+        envelopes = [
+            _envelope(step, {"group": {"id": group_id, "member": i}} if self.callback else None)
+            for i, step in enumerate(self.members)
+        ]
+        members = [(e.queue, _outgoing(e)) for e in envelopes]
+        if self.callback is None:
+            for queue, message in members:
+                await self.app.publish(queue, message)
+            return group_id
+        if not self.app.open_transport().capabilities.groups:
+            raise Unsupported(
+                "this app's transport cannot hold a group's callback; use queueit:// or memory://"
+            )
+        callback = _envelope(self.callback, {"group_policy": {"allow_failures": self.allow_failures}})
+        await self.app.send_group(group_id, members, callback.queue, _outgoing(callback))
+        return group_id
+
+
+def _outgoing(envelope: Envelope) -> Outgoing:
+    return Outgoing(envelope.encode(), {"job": envelope.job, "job-id": envelope.id})
+
+
+def member_report(envelope: Envelope, outcome: Literal["done", "failed"], result: Any) -> MemberReport | None:
+    """The report a group member's settle carries; None for a job in no group.
+
+    A result that is no JSON value, or too large, is reported as None (the member is done all
+    the same: its own job succeeded).
+    """
+    group = envelope.extra.get("group")
+    if (
+        not isinstance(group, dict)
+        or not isinstance(group.get("id"), str)
+        or not isinstance(group.get("member"), int)
+    ):
+        return None
+    try:
+        text = json.dumps(to_json_value(result), ensure_ascii=False).encode()
+    except (TypeError, ValueError):
+        text = b"null"
+    try:
+        return MemberReport(group["id"], group["member"], outcome, text)
+    except ValueError:
+        return MemberReport(group["id"], group["member"], outcome, b"null")
+
+
+def with_group_results(envelope: Envelope, outcome: GroupOutcome) -> tuple[Envelope, list[int]]:
+    """The callback's envelope with the members' results as its first argument, and the
+    members that failed."""
+    results: list[Any] = []
+    failed = []
+    for i, (state, result) in enumerate(outcome.members):
+        if state != "done":
+            failed.append(i)
+        value = None
+        if state == "done" and result is not None:
+            try:
+                value = json.loads(result)
+            except ValueError:
+                value = None
+        results.append(value)
+    extra = {k: v for k, v in envelope.extra.items() if k != "group_policy"}
+    return replace(envelope, args=(results, *envelope.args), extra=extra), failed
+
+
+def allows_failures(envelope: Envelope) -> bool:
+    policy = envelope.extra.get("group_policy")
+    return isinstance(policy, dict) and policy.get("allow_failures") is True

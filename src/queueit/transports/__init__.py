@@ -15,6 +15,8 @@ from urllib.parse import urlsplit
 from .base import (
     Capabilities,
     Delivery,
+    GroupOutcome,
+    MemberReport,
     Outgoing,
     StoredMessage,
     Transport,
@@ -55,6 +57,8 @@ def open_transport(url: str) -> Transport:
 __all__ = [
     "Capabilities",
     "Delivery",
+    "GroupOutcome",
+    "MemberReport",
     "Outgoing",
     "StoredMessage",
     "Transport",

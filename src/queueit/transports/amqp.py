@@ -40,12 +40,14 @@ from aiormq import exceptions as err
 from .base import (
     Capabilities,
     Delivery,
+    MemberReport,
     Outgoing,
     StoredMessage,
     TransportClosed,
     TransportError,
     TransportRefused,
     Unsupported,
+    check_group,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -507,7 +509,14 @@ class AmqpTransport:
         with _mapped():
             await _token(delivery).message.ack()
 
-    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    async def settle(
+        self,
+        delivery: Delivery,
+        publish: Sequence[tuple[str, Outgoing]],
+        report: MemberReport | None = None,
+    ) -> None:
+        if report is not None:  # no group can be open here (send_group refuses), but say so
+            raise Unsupported("this transport has no groups; a member report cannot be counted")
         # Publish (each confirmed), then ack: never lost, a duplicate if the connection drops
         # in between. Not tx.select: RabbitMQ's transactions are not atomic (capabilities_for).
         for queue, message in publish:
@@ -584,6 +593,15 @@ class AmqpTransport:
 
     async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
         return await self._take_dead(queue, message_id, back=False)
+
+    async def send_group(
+        self,
+        group_id: str,
+        members: Sequence[tuple[str, Outgoing]],
+        callback_queue: str,
+        callback: Outgoing,
+    ) -> None:
+        check_group(self._capabilities, group_id, len(members), callback)  # RabbitMQ: Unsupported
 
     # -- progress: RabbitMQ keeps no last value per job (capabilities.progress is False) --------
 

@@ -73,6 +73,7 @@ class Capabilities:
         max_message_bytes: the largest body the broker takes (None: no fixed limit).
         unique: a message can hold a unique key in its queue (:class:`Unique`).
         progress: the broker keeps each job's latest progress report, readable by job id.
+        groups: :meth:`Transport.send_group` holds a callback until every member reported.
     """
 
     delay: bool
@@ -86,6 +87,7 @@ class Capabilities:
     max_message_bytes: int | None
     unique: bool = False
     progress: bool = False
+    groups: bool = False
 
 
 #: The largest progress report a transport takes.
@@ -147,6 +149,46 @@ class Outgoing:
             raise ValueError(f"priority must be from 0 to 9, got {self.priority}")
 
 
+#: The most members a group has, and the largest result one reports.
+MAX_GROUP_SIZE = 10_000
+MAX_MEMBER_RESULT = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MemberReport:
+    """A group member's outcome, reported with its settle (see :meth:`Transport.settle`).
+
+    Attributes:
+        group_id: the group (:meth:`Transport.send_group`).
+        member: its index, 0 to size - 1.
+        outcome: "done" or "failed".
+        result: UTF-8 text (the job framework's JSON), at most :data:`MAX_MEMBER_RESULT` bytes.
+    """
+
+    group_id: str
+    member: int
+    outcome: Literal["done", "failed"]
+    result: bytes
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.member < MAX_GROUP_SIZE or len(self.result) > MAX_MEMBER_RESULT:
+            raise ValueError(
+                f"a member is 0-{MAX_GROUP_SIZE - 1} and its result at most {MAX_MEMBER_RESULT} bytes"
+            )
+        self.result.decode()  # UnicodeDecodeError (a ValueError): the result must be UTF-8
+
+
+@dataclass(frozen=True, slots=True)
+class GroupOutcome:
+    """What a released group callback carries: each member's outcome and result, in order.
+
+    A result is None where the broker dropped it (over its budget for one group).
+    """
+
+    group_id: str
+    members: tuple[tuple[str, bytes | None], ...]
+
+
 @dataclass(eq=False, slots=True)
 class Delivery:
     """A message handed to a consumer; settle it exactly once.
@@ -159,6 +201,7 @@ class Delivery:
         redelivered: it was delivered before (to this or another consumer).
         delivery_count: how many times it has been delivered, this time included (>= 1).
         token: the transport's handle for settling it; opaque to callers.
+        group: for a group's callback, the members' outcomes (its body is the callback's own).
     """
 
     queue: str
@@ -168,6 +211,7 @@ class Delivery:
     redelivered: bool
     delivery_count: int
     token: object
+    group: GroupOutcome | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,6 +255,22 @@ def check_progress(capabilities: Capabilities, job_id: str, body: bytes = b"") -
     if len(body) > MAX_PROGRESS_BYTES:
         raise ValueError(f"a progress report is at most {MAX_PROGRESS_BYTES} bytes, not {len(body)}")
     body.decode()  # UnicodeDecodeError is a ValueError
+
+
+def check_group(capabilities: Capabilities, group_id: str, members: int, callback: Outgoing) -> None:
+    """Refuse a group the transport cannot hold (see :meth:`Transport.send_group`).
+
+    Raises:
+        Unsupported: the transport has no groups.
+        ValueError: a bad id, member count or callback body.
+    """
+    if not capabilities.groups:
+        raise Unsupported("this transport cannot hold a group's callback; use queueit:// or memory://")
+    if not 0 < len(group_id) <= MAX_UNIQUE_KEY:
+        raise ValueError(f"a group id is 1-{MAX_UNIQUE_KEY} characters long")
+    if not 0 < members <= MAX_GROUP_SIZE:
+        raise ValueError(f"a group has 1-{MAX_GROUP_SIZE} members, not {members}")
+    callback.body.decode()  # UnicodeDecodeError (a ValueError)
 
 
 def check_outgoing(capabilities: Capabilities, message: Outgoing) -> None:
@@ -295,11 +355,34 @@ class Transport(Protocol):
     async def ack(self, delivery: Delivery) -> None:
         """Done with ``delivery``: remove it from its queue."""
 
-    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    async def settle(
+        self,
+        delivery: Delivery,
+        publish: Sequence[tuple[str, Outgoing]],
+        report: MemberReport | None = None,
+    ) -> None:
         """Ack ``delivery`` and publish ``publish`` (queue, message) pairs: in one atomic step
         where ``capabilities.atomic_settle``, otherwise publish first, then ack (never lost,
         a duplicate possible if the connection drops in between). The ack applies first: a
-        published message with ``delivery``'s unique key takes its hold over."""
+        published message with ``delivery``'s unique key takes its hold over. ``report``
+        counts a group member's outcome in the same step (``capabilities.groups``)."""
+
+    async def send_group(
+        self,
+        group_id: str,
+        members: Sequence[tuple[str, Outgoing]],
+        callback_queue: str,
+        callback: Outgoing,
+    ) -> None:
+        """Publish ``members`` (queue, message) pairs and hold ``callback`` until each member
+        has reported its outcome (:class:`MemberReport`); then the broker publishes it to
+        ``callback_queue``, delivered with :attr:`Delivery.group`. All in one atomic step.
+
+        Raises:
+            Unsupported: the transport has no groups (``capabilities.groups``).
+            ValueError: no members, more than :data:`MAX_GROUP_SIZE`, or a callback body
+                that is not UTF-8.
+        """
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         """Give ``delivery`` back to its queue, redelivered after ``delay`` seconds."""
@@ -350,6 +433,8 @@ class Transport(Protocol):
 __all__ = [
     "Capabilities",
     "Delivery",
+    "GroupOutcome",
+    "MemberReport",
     "Outgoing",
     "StoredMessage",
     "Transport",
@@ -358,6 +443,7 @@ __all__ = [
     "TransportRefused",
     "Unique",
     "Unsupported",
+    "check_group",
     "check_outgoing",
     "check_progress",
     "check_queue_name",

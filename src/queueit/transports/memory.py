@@ -28,9 +28,13 @@ from typing import Literal
 from .base import (
     Capabilities,
     Delivery,
+    GroupOutcome,
+    MemberReport,
     Outgoing,
     StoredMessage,
     TransportClosed,
+    TransportRefused,
+    check_group,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -48,6 +52,7 @@ CAPABILITIES = Capabilities(
     max_message_bytes=None,
     unique=True,
     progress=True,
+    groups=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -64,6 +69,15 @@ class _Message:
     holder: MemoryTransport | None = None
     lease_until: float = 0.0
     unique: str = ""
+    group: GroupOutcome | None = None  # a released group callback's members
+
+
+@dataclass
+class _Group:
+    size: int
+    queue: str
+    callback: Outgoing
+    members: dict[int, tuple[str, bytes]] = field(default_factory=dict)
 
 
 @dataclass
@@ -94,6 +108,7 @@ class MemoryBroker:
         self._queues: dict[str, _Queue] = {}
         self._groups: dict[str, set[str]] = {}  # topic -> the queues of its listener groups
         self.progress: dict[str, tuple[bytes, int]] = {}  # job id -> (latest report, epoch ms)
+        self.groups: dict[str, _Group] = {}
         self._seq = itertools.count()
 
     def pending(self) -> tuple[int, float | None]:
@@ -299,12 +314,12 @@ class MemoryTransport:
         with self.broker._lock:
             return self._put(queue, message)
 
-    def _put(self, queue: str, message: Outgoing) -> str | None:
+    def _put(self, queue: str, message: Outgoing, group: GroupOutcome | None = None) -> str | None:
         """Publish under the lock; the holder's ref if a unique key kept ``message`` out."""
         check_queue_name(queue)
         headers = {**message.headers, "content-type": message.content_type}
         priority = 4 if message.priority is None else message.priority
-        stored = _Message(uuid.uuid4().hex, message.body, headers, priority)
+        stored = _Message(uuid.uuid4().hex, message.body, headers, priority, group=group)
         unique = message.unique
         if unique is not None:
             q = self.broker.queue(queue)
@@ -368,6 +383,7 @@ class MemoryTransport:
                         message.deliveries > 1,
                         message.deliveries,
                         message.id,
+                        message.group,
                     )
                 wait = None if got is None else max(0.0, got - self.broker.clock())
             else:
@@ -390,14 +406,56 @@ class MemoryTransport:
     async def ack(self, delivery: Delivery) -> None:
         await self.settle(delivery, ())
 
-    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    async def settle(
+        self,
+        delivery: Delivery,
+        publish: Sequence[tuple[str, Outgoing]],
+        report: MemberReport | None = None,
+    ) -> None:
         for _, message in publish:
             check_outgoing(CAPABILITIES, message)
         with self.broker._lock:  # one step under the lock: atomic
             self.broker.left(*self.broker.settle(self, self._token(delivery)))
             for queue, message in publish:
                 self._put(queue, message)
+            if report is not None:
+                self._report(report)
         self.wake()
+
+    async def send_group(
+        self,
+        group_id: str,
+        members: Sequence[tuple[str, Outgoing]],
+        callback_queue: str,
+        callback: Outgoing,
+    ) -> None:
+        self._check_open()
+        check_group(CAPABILITIES, group_id, len(members), callback)
+        check_queue_name(callback_queue)
+        for _, message in members:
+            check_outgoing(CAPABILITIES, message)
+        with self.broker._lock:
+            if group_id in self.broker.groups:
+                raise TransportRefused(f"group {group_id!r} is open already; use a new group id")
+            self.broker.groups[group_id] = _Group(len(members), callback_queue, callback)
+            for queue, message in members:
+                self._put(queue, message)
+
+    def _report(self, report: MemberReport) -> None:
+        """Count a member (the first report of each wins); release the callback after the last."""
+        group = self.broker.groups.get(report.group_id)
+        if group is None or report.member in group.members or report.member >= group.size:
+            return
+        group.members[report.member] = (report.outcome, report.result)
+        if len(group.members) == group.size:
+            del self.broker.groups[report.group_id]
+            members = tuple(group.members[i] for i in range(group.size))
+            callback = group.callback
+            headers = {**callback.headers, "group-id": report.group_id}
+            released = Outgoing(
+                callback.body, headers, priority=callback.priority, content_type=callback.content_type
+            )
+            self._put(group.queue, released, GroupOutcome(report.group_id, members))
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
         with self.broker._lock:

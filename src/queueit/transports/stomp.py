@@ -29,11 +29,14 @@ from ..stomp import Message
 from .base import (
     Capabilities,
     Delivery,
+    GroupOutcome,
+    MemberReport,
     Outgoing,
     StoredMessage,
     TransportClosed,
     TransportError,
     TransportRefused,
+    check_group,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -43,6 +46,9 @@ DEFAULT_PORT = 61613
 EVENTS_EXCHANGE = "queueit.events"
 ADMIN = "/queueit/admin"
 PROGRESS = "/queueit/progress"
+GROUP = "/queueit/group"
+#: The body of a released group callback (queueit.broker.groups documents it).
+GROUP_CONTENT_TYPE = "application/vnd.queueit.group+json"
 #: Dead letters one request lists at most.
 MAX_LIST = 10_000
 
@@ -58,6 +64,7 @@ CAPABILITIES = Capabilities(
     max_message_bytes=4 * 1024 * 1024,
     unique=True,
     progress=True,
+    groups=True,
 )
 
 
@@ -198,38 +205,88 @@ class QueueitTransport:
                 return None
         redelivered = message.headers.get("redelivered") == "true"
         count = message.headers.get("x-delivery-count", "0")
+        body, group = message.body, None
+        if message.headers.get("content-type") == GROUP_CONTENT_TYPE and "group-id" in message.headers:
+            body, group = _released_group(message.body)
         return Delivery(
             self._queues.get(message.subscription, message.destination.removeprefix("/queue/")),
-            message.body,
+            body,
             message.headers,
             message.message_id,
             redelivered,
             (int(count) + 1 if count.isdigit() else 2) if redelivered else 1,
             message,
+            group,
         )
 
     async def ack(self, delivery: Delivery) -> None:
         with _mapped():
             await self._client.ack(_message(delivery))
 
-    async def settle(self, delivery: Delivery, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    async def settle(
+        self,
+        delivery: Delivery,
+        publish: Sequence[tuple[str, Outgoing]],
+        report: MemberReport | None = None,
+    ) -> None:
         for _, outgoing in publish:
             check_outgoing(CAPABILITIES, outgoing)
-        if not publish:
+        if not publish and report is None:
             await self.ack(delivery)
             return
         client = self._client
         with _mapped():
             tx = await client.begin()
-            for queue, outgoing in publish:
-                await client.send(
-                    "/queue/" + check_queue_name(queue),
-                    outgoing.body,
-                    headers=_headers(outgoing),
-                    content_type=outgoing.content_type,
-                    transaction=tx,
-                )
+            await self._send_all(publish, tx)
+            if report is not None:
+                headers = {
+                    "group-id": report.group_id,
+                    "member": str(report.member),
+                    "outcome": report.outcome,
+                }
+                await client.send(GROUP, report.result, headers=headers, transaction=tx)
             await client.ack(_message(delivery), transaction=tx)
+            await client.commit(tx, receipt=True)
+
+    async def _send_all(self, publish: Sequence[tuple[str, Outgoing]], tx: str) -> None:
+        for queue, outgoing in publish:
+            await self._client.send(
+                "/queue/" + check_queue_name(queue),
+                outgoing.body,
+                headers=_headers(outgoing),
+                content_type=outgoing.content_type,
+                transaction=tx,
+            )
+
+    async def send_group(
+        self,
+        group_id: str,
+        members: Sequence[tuple[str, Outgoing]],
+        callback_queue: str,
+        callback: Outgoing,
+    ) -> None:
+        check_group(CAPABILITIES, group_id, len(members), callback)
+        for _, outgoing in members:
+            check_outgoing(CAPABILITIES, outgoing)
+        opening = {
+            **_headers(callback),
+            "group-id": group_id,
+            "group-size": str(len(members)),
+            "callback": "/queue/" + check_queue_name(callback_queue),
+        }
+        client = self._client
+        with _mapped():  # one transaction: the group is open with all its members, or not at all
+            tx = await client.begin()
+            # With a receipt: a refused open (the id is taken) fails here, as TransportRefused.
+            await client.send(
+                GROUP,
+                callback.body,
+                headers=opening,
+                content_type=callback.content_type,
+                transaction=tx,
+                receipt=True,
+            )
+            await self._send_all(members, tx)
             await client.commit(tx, receipt=True)
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
@@ -309,6 +366,19 @@ class QueueitTransport:
             error = answer.get("error", "admin request failed") if isinstance(answer, dict) else "bad reply"
             raise TransportRefused(str(error))
         return answer
+
+
+def _released_group(body: bytes) -> tuple[bytes, GroupOutcome]:
+    """The callback's own body and the members' outcomes, from a released group's JSON."""
+    try:
+        document = json.loads(body)
+        members = tuple(
+            (str(m["outcome"]), None if m.get("result") is None else str(m["result"]).encode())
+            for m in document["members"]
+        )
+        return str(document["body"]).encode(), GroupOutcome(str(document["group"]), members)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TransportError(f"a released group's body is malformed ({exc})") from None
 
 
 def _headers(message: Outgoing) -> dict[str, str]:
