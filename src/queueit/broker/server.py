@@ -201,7 +201,13 @@ async def run_broker(
     users = UserDB.load(settings.users_path)
     loop = asyncio.get_running_loop()
     try:
-        store = DurableStore(settings.data_dir, post=loop.call_soon_threadsafe)
+        # The journal writer is woken after the loop's writes of the iteration (see Journal.defer):
+        # call_soon twice is the next iteration, after this one's flushes.
+        store = DurableStore(
+            settings.data_dir,
+            post=loop.call_soon_threadsafe,
+            defer=lambda wake: loop.call_soon(loop.call_soon, wake),
+        )
     except JournalError as exc:
         raise ConfigError(str(exc)) from exc
     try:

@@ -101,6 +101,7 @@ class DurableStore:
     """The :class:`~queueit.broker.storage.base.MessageStore` of ``queueit serve``.
 
     ``post(fn)`` runs ``fn`` on the event-loop thread soon (``loop.call_soon_threadsafe``);
+    ``defer(wake)`` wakes the journal writer later on the loop thread (see ``Journal.defer``);
     without one, answers wait in a list that :meth:`flush` runs (tests, tools).
     """
 
@@ -111,6 +112,7 @@ class DurableStore:
         data_dir: Path,
         *,
         post: Posted | None = None,
+        defer: Posted | None = None,
         window: int = WINDOW,
         window_bytes: int = WINDOW_BYTES,
         schedule_window: int = SCHEDULE_WINDOW,
@@ -120,6 +122,7 @@ class DurableStore:
         self.window = window
         self.window_bytes = window_bytes
         self.journal = Journal(data_dir / "queueit.db", self._from_journal)
+        self.journal.defer = defer
         rec = self.journal.recovery
         self.last_seq = rec.max_seq
         self._head_rank = rec.min_rank  # requeued messages get ranks below every other

@@ -230,6 +230,11 @@ class Journal:
         #: Shortest ``interval:<ms>`` of any open queue, in seconds (None: no such queue).
         self.sync_interval: float | None = None
         self._processed = 0
+        #: How the loop thread wakes the writer: at once (None), or through this, given the
+        #: wake-up. The server defers it until the loop has written this iteration's frames:
+        #: a writer woken at once takes the GIL from the loop just as it sends a MESSAGE
+        #: (measured: 1.2-1.4 ms from SEND to MESSAGE on an idle broker, 0.7-0.8 ms deferred).
+        self.defer: Callable[[Callable[[], None]], object] | None = None
         self._wal_fd = -1
         wal = Path(str(path) + "-wal")
         self._wal_bytes_at_start = wal.stat().st_size if wal.exists() else 0
@@ -358,7 +363,10 @@ class Journal:
     def _kick(self) -> None:
         if self._idle:
             self._idle = False
-            self._wake.set()
+            if self.defer is None:
+                self._wake.set()
+            else:
+                self.defer(self._wake.set)
 
     def close(self, last_seq: int) -> None:
         """Write everything queued, mark the journal clean, stop the writer thread."""
