@@ -637,3 +637,16 @@ def test_a_group_callback_needs_a_transport_with_groups() -> None:
     with pytest.raises(Unsupported, match="group"):
         app.group(noop.s(1)).then(noop.s(2)).send()
     app.close()
+
+
+def test_producers_of_closed_event_loops_are_forgotten() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def noop() -> None: ...
+
+    with JobTester(app) as jobs:
+        for _ in range(5):
+            asyncio.run(noop.asend())  # each run's loop closes without aclose()
+        assert len(app._producers) == 1  # only the last loop's, until another loop sends
+        assert len(jobs.queued("q")) == 5

@@ -396,6 +396,10 @@ class App:
         loop = asyncio.get_running_loop()
         future = self._producers.get(loop)
         if future is None:
+            # Loops closed without aclose() (each asyncio.run() in a script, say) leave their
+            # producer here: forget them, or they would pile up for the app's lifetime.
+            for gone in [other for other in self._producers if other.is_closed()]:
+                del self._producers[gone]
             future = self._producers[loop] = loop.create_future()
             transport = self.open_transport()
             try:
