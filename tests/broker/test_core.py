@@ -615,7 +615,9 @@ def test_stat_shows_only_what_the_user_administers() -> None:
     view = admin_stat(core, lambda d: alice.permissions.allows("admin", d))
     assert [q["name"] for q in view["queues"]] == ["audit"]
     assert view["connections"] is None
+    assert (view["groups"], view["progress_reports"]) == (None, None)  # broker-wide: admins of it only
     assert view["exchanges"] == [{"name": "ev", "type": "topic", "bindings": [["#", "audit"]]}]
     full = admin_stat(core, lambda d: True)
     assert full["connections"] == 2
+    assert full["groups"] == {"open": 0, "released": 0, "expired": 0}
     assert {q["name"] for q in full["queues"]} == {"audit", "billing"}

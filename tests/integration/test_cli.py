@@ -29,8 +29,17 @@ def test_send_consume_stat(broker: BrokerProcess) -> None:
     assert lines[1::2] == ["hello", "from stdin", "x"]
     assert json.loads(lines[4])["x-trace"] == "42"
     table = run(broker, "stat").stdout.decode()
-    assert "queue  depth  consumers  in-flight  delayed  fsync" in table
-    assert "cli    0      0          0          0        always" in table
+    assert "queue  depth  consumers  in-flight  delayed  unique keys  fsync" in table
+    assert "cli    0      0          0          0        0            always" in table
+    assert "groups: 0 open, 0 released, 0 expired   progress reports kept: 0" in table
+
+
+def test_stat_counts_unique_keys_and_what_they_kept_out(broker: BrokerProcess) -> None:
+    for body in ("first", "second"):
+        assert run(broker, "send", "/queue/once", body, "-H", "unique-key:k").returncode == 0
+    stat = json.loads(run(broker, "stat", "--json").stdout)
+    (once,) = [q for q in stat["queues"] if q["name"] == "once"]
+    assert (once["depth"], once["unique_keys"], once["kept_out"]) == (1, 1, 1)
 
 
 def test_exchange_commands(broker: BrokerProcess) -> None:

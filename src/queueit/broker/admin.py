@@ -192,6 +192,8 @@ def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
                     "dropped": queue.dropped,
                     "fsync": str(queue.store.policy) if queue.store.policy is not None else None,
                     "in_memory": queue.store.in_memory,
+                    "unique_keys": 0 if queue.unique is None else len(queue.unique.holds),
+                    "kept_out": 0 if queue.unique is None else queue.unique.kept_out,
                 }
             )
         elif queue.kind is QueueKind.DURABLE and any(
@@ -220,6 +222,15 @@ def stat(core: BrokerCore, visible: Callable[[str], bool]) -> dict[str, Any]:
         "store": core.store.capabilities.name,
         "journal": core.store.stats() if visible(ADMIN_DESTINATION) else None,
         "connections": len(core.sessions) if visible(ADMIN_DESTINATION) else None,
+        # Broker-wide counts (no names: a group's or job's id may not be this user's business).
+        "groups": {
+            "open": len(core.groups.groups),
+            "released": core.groups.released,
+            "expired": core.groups.expired,
+        }
+        if visible(ADMIN_DESTINATION)
+        else None,
+        "progress_reports": len(core.progress) if visible(ADMIN_DESTINATION) else None,
         "queues": sorted(queues, key=lambda q: q["name"]),
         "topics": [{"name": k, "subscribers": v} for k, v in sorted(topics.items())],
         "durable_subscriptions": durable,

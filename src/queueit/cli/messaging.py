@@ -159,11 +159,25 @@ def stat(args: argparse.Namespace) -> int:
         return 0
     connections = answer["connections"]
     print(f"store: {answer['store']}   connections: {'-' if connections is None else connections}")
+    groups = answer.get("groups")
+    if groups is not None:
+        print(
+            f"groups: {groups['open']} open, {groups['released']} released, {groups['expired']} expired   "
+            f"progress reports kept: {answer['progress_reports']}"
+        )
     rows = [
-        (q["name"], q["depth"], q["consumers"], q["in_flight"], q["scheduled"], q["fsync"] or "-")
+        (
+            q["name"],
+            q["depth"],
+            q["consumers"],
+            q["in_flight"],
+            q["scheduled"],
+            q["unique_keys"],
+            q["fsync"] or "-",
+        )
         for q in answer["queues"]
     ]
-    print_table(["queue", "depth", "consumers", "in-flight", "delayed", "fsync"], rows)
+    print_table(["queue", "depth", "consumers", "in-flight", "delayed", "unique keys", "fsync"], rows)
     print_table(["topic", "subscribers"], [(t["name"], t["subscribers"]) for t in answer["topics"]])
     if answer["durable_subscriptions"]:
         print_table(
