@@ -337,16 +337,17 @@ class BrokerCore:
         else:
             exchange = self.exchanges[TOPIC_EXCHANGE if kind is Kind.TOPIC else dest.name]
             targets = exchange.route(dest.name if kind is Kind.TOPIC else dest.key)
-        if message.unique:
-            return self._publish_unique(s, ev, message, targets, now)
+        # The broker's own replies are not flow-controlled (see queues.py).
         publisher = s.outlet if kind is not Kind.REPLY_QUEUE else None
+        if message.unique:
+            return self._publish_unique(ev, message, targets, now, publisher)
         for i, queue in enumerate(targets):
             # Each queue gets its own copy with its own id: ack ids stay unique.
             queue.publish(message if i == 0 else self._copy(message), now, publisher)
         return None
 
     def _publish_unique(
-        self, s: SessionState, ev: Send, message: Message, targets: list[Queue], now: int
+        self, ev: Send, message: Message, targets: list[Queue], now: int, publisher: Outlet | None
     ) -> dict[str, str] | None:
         """Publish to the targets where the key is free (see :mod:`queueit.broker.unique`)."""
         unique_for = _int_header(ev.headers, "unique-for", 0, 0, unique.MAX_UNIQUE_FOR_MS)
@@ -363,7 +364,7 @@ class BrokerCore:
             copy = message if not published else self._copy(message)
             published += 1
             hold = keys.take(copy, ref, now + unique_for if unique_for else 0)
-            queue.publish(copy, now, s.outlet)
+            queue.publish(copy, now, publisher)
             keys.stored(copy, hold)
         if kept_by and not published:
             return {"unique-duplicate": "true", "unique-ref": kept_by}
@@ -777,14 +778,7 @@ class BrokerCore:
             self._require(s, "read", topic)
             return
         self._require(s, "write", topic)
-        if len(ev.body) > progress.MAX_BODY:
-            raise InvalidHeader(
-                f"A progress report is at most {progress.MAX_BODY} bytes, not {len(ev.body)}."
-            )
-        try:
-            ev.body.decode()
-        except UnicodeDecodeError:
-            raise InvalidHeader("A progress report's body must be UTF-8 text (JSON, say).") from None
+        _check_text_body(ev, progress.MAX_BODY, "A progress report")
         _int_header(ev.headers, "retain", 0, 1, progress.MAX_RETAIN_MS)
 
     def _progress(self, s: SessionState, ev: Send) -> None:
@@ -826,12 +820,7 @@ class BrokerCore:
             check_name(h["callback"][len("/queue/") :], "queue")
             self._require(s, "write", h["callback"])
             limit = groups.MAX_CALLBACK
-        if len(ev.body) > limit:
-            raise InvalidHeader(f"A group frame's body is at most {limit} bytes here, not {len(ev.body)}.")
-        try:
-            ev.body.decode()
-        except UnicodeDecodeError:
-            raise InvalidHeader("A group frame's body must be UTF-8 text (JSON, say).") from None
+        _check_text_body(ev, limit, "A group frame")
 
     def _group(self, s: SessionState, ev: Send) -> None:
         """SEND /queueit/group: open a group, or report a member (see :mod:`.groups`)."""
@@ -852,7 +841,11 @@ class BrokerCore:
             ("group-id", done.id),
         )
         message = Message(
-            self._id_prefix + str(next(self._ids)), destination, headers, done.released(), persistent=True
+            self._id_prefix + str(next(self._ids)),
+            destination,
+            headers,
+            done.callback_body(),
+            persistent=True,
         )
         with self.store.atomic():  # the release and the group's deletion, together
             self._queue_named(done.queue).publish(message, self.now_ms())
@@ -969,6 +962,16 @@ def _int_header(headers: dict[str, str], name: str, default: int, low: int, high
     if not raw.isdigit() or not raw.isascii() or len(raw) > len(str(high)) or not low <= int(raw) <= high:
         raise InvalidHeader(f"{name} must be an integer from {low} to {high}, got {raw[:40]!r}.")
     return int(raw)
+
+
+def _check_text_body(ev: Send, limit: int, what: str) -> None:
+    """Refuse a body of a /queueit/ request that is over ``limit`` bytes or not UTF-8."""
+    if len(ev.body) > limit:
+        raise InvalidHeader(f"{what}'s body is at most {limit} bytes, not {len(ev.body)}.")
+    try:
+        ev.body.decode()
+    except UnicodeDecodeError:
+        raise InvalidHeader(f"{what}'s body must be UTF-8 text (JSON, say).") from None
 
 
 def _headers_size(headers: dict[str, str]) -> int:

@@ -67,7 +67,7 @@ class Group:
     members: dict[int, tuple[str, bytes]] = field(default_factory=dict)  # member -> (outcome, result)
     result_bytes: int = 0
 
-    def released(self) -> bytes:
+    def callback_body(self) -> bytes:
         """The callback's body: the group's outcome (see the module doc)."""
         members: list[dict[str, object]] = []
         budget = MAX_RESULTS

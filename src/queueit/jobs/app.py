@@ -20,7 +20,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from ..transports import Outgoing, Transport, TransportClosed, Unique, Unsupported, open_transport
+from ..transports import (
+    Capabilities,
+    Outgoing,
+    Transport,
+    TransportClosed,
+    Unique,
+    Unsupported,
+    open_transport,
+)
 from .arguments import to_json_value
 from .context import Progress
 from .cron import Cron
@@ -80,6 +88,11 @@ class App:
     def open_transport(self) -> Transport:
         """A new, unconnected transport to this app's broker."""
         return self._factory()
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What this app's transport can do (asked before connecting, so refusals come at once)."""
+        return self._factory().capabilities
 
     def swap_transport(self, factory: Callable[[], Transport]) -> Callable[[], Transport]:
         """Build transports with ``factory`` from now on; returns the previous factory.
@@ -430,7 +443,7 @@ class App:
 
     async def aprogress(self, job_id: str) -> Progress | None:
         """:meth:`progress` for async code."""
-        if not self.open_transport().capabilities.progress:
+        if not self.capabilities.progress:
             raise Unsupported("this app's transport keeps no job progress; use queueit:// or memory://")
         found = await self._produce(lambda t: t.read_progress(job_id))
         if found is None:

@@ -114,7 +114,7 @@ class Scheduler:
 
     async def run(self) -> None:
         """Send ticks until :meth:`stop`; ticks already due when it starts are not sent."""
-        transport_unique = self.app.open_transport().capabilities.unique
+        transport_unique = self.app.capabilities.unique
         if not transport_unique:
             log.warning(
                 "scheduler: %s has no unique keys, so ticks are not deduplicated: run one scheduler "

@@ -162,7 +162,7 @@ class Group:
             for queue, message in members:
                 await self.app.publish(queue, message)
             return group_id
-        if not self.app.open_transport().capabilities.groups:
+        if not self.app.capabilities.groups:
             raise Unsupported(
                 "this app's transport cannot hold a group's callback; use queueit:// or memory://"
             )
