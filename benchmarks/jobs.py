@@ -24,6 +24,8 @@ step (see :func:`one_run`), with the same counter, keys, defaults and the same i
 Total concurrency 2 = ``--processes 2 --concurrency 1`` (fwbench: ``celery -c 2``, ``dramatiq
 --processes 2 --threads 1``, two RQ workers, ``huey_consumer -w 2``, two arq workers). queueit's
 default ``--concurrency 8`` is a supplementary row, like fwbench's ``dramatiq-redis-t8``.
+``queueit-queueit-inline`` (``--pool inline --concurrency 8``) also runs two jobs at once in all:
+each process runs its sync jobs one at a time on its event loop, with 8 prefetched.
 
 Runs are interleaved (run 1 of every framework, then run 2, ...; the order reversed every other
 round) and each (framework, run) executes in a fresh child interpreter. Every run's JSON line is
@@ -109,6 +111,7 @@ DELIVERY: dict[str, str] = {
     "Redis without fsync",
     "queueit-queueit": "acks after the job returned; send returns after the broker's journal fsync",
     "queueit-queueit-c8": "as queueit-queueit",
+    "queueit-queueit-inline": "as queueit-queueit",
     "queueit-rabbitmq": "acks after the job returned; quorum queue, send returns on the publisher confirm",
     "queueit-rabbitmq-c8": "as queueit-rabbitmq",
     "queueit-rabbitmq-classic": "acks after the job returned; classic durable queue, publisher confirms",
@@ -123,12 +126,15 @@ class Setup:
     concurrency: int
     supplementary: bool = False
     amqp_query: str = ""
+    pool: str = "threads"  # --pool: "inline" runs one sync job at a time per process
 
 
 QUEUEIT: dict[str, Setup] = {
     "queueit-queueit": Setup("queueit", 1),
     "queueit-rabbitmq": Setup("rabbitmq", 1),
     "queueit-queueit-c8": Setup("queueit", 8, supplementary=True),
+    # Two sync jobs at once in all, as the headline rows, each process prefetching 8.
+    "queueit-queueit-inline": Setup("queueit", 8, pool="inline"),
     "queueit-rabbitmq-c8": Setup("rabbitmq", 8, supplementary=True),
     "queueit-rabbitmq-classic": Setup("rabbitmq", 1, supplementary=True, amqp_query="?queue_type=classic"),
 }
@@ -137,7 +143,8 @@ DEFAULT_FWS = ALL
 
 
 def worker_command(setup: Setup) -> list[str]:
-    return ["queueit", "worker", "jobs_app:app", "--processes", "2", "--concurrency", str(setup.concurrency)]
+    return ["queueit", "worker", "jobs_app:app", "--processes", "2", "--concurrency", str(setup.concurrency),
+            "--pool", setup.pool]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------- /proc

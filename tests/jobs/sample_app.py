@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import time
 
 from queueit.jobs import App, Retry, current
@@ -52,6 +53,18 @@ def sleepy(n: int, seconds: float) -> None:
 def runaway(n: int) -> None:
     record("runaway", n, os.getpid())
     time.sleep(30)
+
+
+@app.job(queue="wedge", timeout=0.5, retry=Retry(retries=0))
+def wedged(n: int) -> None:
+    """Stuck where SIGALRM cannot stop it (blocked), burning CPU; on its first delivery only."""
+    record("wedged", n, os.getpid())
+    if current().delivery.delivery_count > 1:
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        pass
 
 
 @app.job(queue="work")

@@ -22,6 +22,7 @@ from queueit.transports import (
     MemberReport,
     Outgoing,
     Transport,
+    TransportClosed,
     TransportRefused,
     Unique,
     Unsupported,
@@ -497,6 +498,39 @@ async def a_group_callback_is_released_once_every_member_reported(b: Backend) ->
         await t.send_group(other, members, done, Outgoing(b"{}"))
         with pytest.raises(TransportRefused, match="open already"):
             await t.send_group(other, members, done, Outgoing(b"{}"))
+
+
+@scenario
+async def a_blocking_publisher_publishes_from_sync_code_in_its_own_thread(b: Backend) -> None:
+    q = fresh()
+    async with b.open() as t:
+        if not t.capabilities.blocking_publish:
+            with pytest.raises(Unsupported, match="blocking publisher"):
+                t.blocking_publisher()
+            return
+        publisher = t.blocking_publisher()
+
+        def send_from_a_thread() -> list[str | None]:
+            said = [publisher.publish(q, Outgoing(b"sync-1", {"x-from": "thread"}, priority=7))]
+            if t.capabilities.unique:
+                said.append(publisher.publish(q, Outgoing(b"sync-2", unique=Unique("k", ref="job-2"))))
+                said.append(publisher.publish(q, Outgoing(b"sync-3", unique=Unique("k", ref="job-3"))))
+            with pytest.raises(ValueError, match="bad queue name"):
+                publisher.publish("bad name!", Outgoing(b""))
+            publisher.close()
+            return said
+
+        # No event loop in that thread: the publisher needs none.
+        said = await asyncio.to_thread(send_from_a_thread)
+        assert said == ([None, None, "job-2"] if t.capabilities.unique else [None])
+        with pytest.raises(TransportClosed):
+            await asyncio.to_thread(publisher.publish, q, Outgoing(b"after close"))
+        await t.consume(q, prefetch=10, lease=30)
+        first = await get(t)
+        assert (first.body, first.headers["x-from"]) == (b"sync-1", "thread")
+        if t.capabilities.unique:
+            assert (await get(t)).body == b"sync-2"
+        await nothing(t)
 
 
 def run(backend: Backend, name: str) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 from ..jobs.process import load_app
 from ..jobs.supervisor import run_supervisor
-from ..jobs.worker import WorkerSettings
+from ..jobs.worker import POOLS, WorkerSettings, check_inline
 from ..transports.base import check_queue_name
 from .args import positive_int
 
@@ -36,7 +36,8 @@ def register(sub: Any) -> None:
         description=(
             "Run the jobs of a queueit.App. A supervisor keeps --processes worker processes running, "
             "each running --concurrency jobs at once (async jobs on its event loop, sync jobs in "
-            "threads). A job is acked after it finished; a crashed process's jobs are delivered again. "
+            "threads, or with --pool inline on the loop's thread, one at a time). A job is acked "
+            "after it finished; a crashed process's jobs are delivered again. "
             "SIGTERM/SIGINT: stop taking jobs, let running ones finish (--shutdown-timeout), hand the "
             "rest back; a second signal hands them back at once. SIGHUP: restart the processes "
             "gracefully (new code, no job lost)."
@@ -69,6 +70,14 @@ def register(sub: Any) -> None:
         metavar="S",
         help="seconds a job is leased before another worker may get it; renewed while it runs (default 60)",
     )
+    p.add_argument(
+        "--pool",
+        choices=POOLS,
+        default="threads",
+        help="how sync jobs run: 'threads' (default: --concurrency threads per process) or 'inline' "
+        "(on the event loop's thread, one at a time, like Celery's solo pool: fastest for short jobs; "
+        "each is stopped after its timeout, at most a third of --lease)",
+    )
     p.set_defaults(func=worker)
 
 
@@ -83,7 +92,9 @@ def worker(args: argparse.Namespace) -> int:
             max_memory_mb=args.max_memory,
             max_time=args.max_time,
             shutdown_timeout=args.shutdown_timeout,
+            pool=args.pool,
         )
+        check_inline(app, settings)
     except ValueError as exc:
         print(f"queueit worker: {exc}")
         return 2

@@ -1,12 +1,16 @@
 """``queueit.App``: the registry of jobs and the way to send them.
 
 An app is built from a transport URL and holds no connection until it sends. Sending from
-async code uses one producer connection per event loop; sending from sync code goes through
-a private event-loop thread (the *portal*), started on first use and stopped by
-:meth:`App.close`. Nothing happens at import time.
+async code uses one producer connection per event loop. Sending a job from sync code uses a
+blocking connection of the sending thread where the transport has one
+(``Capabilities.blocking_publish``): no thread hop, which on an idle machine costs more than
+the broker's own work. Everything else sync code does (and sends on other transports) goes
+through a private event-loop thread (the *portal*), started on first use. :meth:`App.close`
+closes both. Nothing happens at import time.
 
 Ownership: the job registry is filled while the app module is imported and only read after;
-producer transports belong to their event loop; the portal thread owns its loop.
+producer transports belong to their event loop; the portal thread owns its loop; a blocking
+publisher belongs to the thread that made it (and is closed when that thread ends).
 """
 
 from __future__ import annotations
@@ -14,13 +18,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 import re
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ..transports import (
+    BlockingPublisher,
     Capabilities,
     Outgoing,
     Transport,
@@ -78,9 +85,11 @@ class App:
         if transport_factory is None:
             open_transport(url)  # a bad URL fails here, where the app is built, not at first send
         self._factory = transport_factory or (lambda: open_transport(url))
+        self._capabilities: Capabilities | None = None  # of the factory's transports, once asked
         self._producers: dict[asyncio.AbstractEventLoop, asyncio.Future[Transport]] = {}
         self._portal: _Portal | None = None
         self._portal_lock = threading.Lock()
+        self._publishers = _ThreadPublishers()
 
     def __repr__(self) -> str:
         return f"<App {self.url} jobs={sorted(self.handlers)}>"
@@ -92,7 +101,9 @@ class App:
     @property
     def capabilities(self) -> Capabilities:
         """What this app's transport can do (asked before connecting, so refusals come at once)."""
-        return self._factory().capabilities
+        if self._capabilities is None:
+            self._capabilities = self._factory().capabilities
+        return self._capabilities
 
     def swap_transport(self, factory: Callable[[], Transport]) -> Callable[[], Transport]:
         """Build transports with ``factory`` from now on; returns the previous factory.
@@ -101,6 +112,7 @@ class App:
         :class:`~queueit.jobs.testing.JobTester`.
         """
         previous, self._factory = self._factory, factory
+        self._capabilities = None
         return previous
 
     # -- defining ----------------------------------------------------------------------------
@@ -358,29 +370,51 @@ class App:
     # -- sending -----------------------------------------------------------------------------
 
     def publish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
-        """Send from sync code (through the portal); returns the job id."""
-        return self.portal_call(self.apublish_envelope(envelope, options, job))
+        """Send from sync code; returns the job id (see :meth:`apublish_envelope`)."""
+        outgoing = self._outgoing(envelope, options, job)
+        if not self.capabilities.blocking_publish:
+            return self.portal_call(self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing)))
+        self._before_enqueue(envelope)
+        for attempt in (1, 2):  # a lost connection is reopened once, as in _produce
+            publisher = self._publishers.mine(self._factory)
+            try:
+                held_by = publisher.publish(envelope.queue, outgoing)
+                break
+            except TransportClosed:
+                self._publishers.forget_mine()
+                if attempt == 2:
+                    raise
+        return self._after_enqueue(envelope, held_by)
 
     async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
         """Send from async code; returns the job id once the broker holds the message (or,
         when its unique key kept it out, the id of the job that holds the key)."""
+        outgoing = self._outgoing(envelope, options, job)
+        return await self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing))
+
+    @staticmethod
+    def _outgoing(envelope: Envelope, options: SendOptions, job: JobOptions) -> Outgoing:
         priority = options.priority if options.priority is not None else job.priority
         hold_for = options.unique_for if options.unique_for is not None else job.unique_for
-        outgoing = Outgoing(
+        return Outgoing(
             envelope.encode(),
             {"job": envelope.job, "job-id": envelope.id},
             delay=options.delay_from(time.time()),
             priority=priority,
             unique=Unique(envelope.unique, envelope.id, hold_for) if envelope.unique else None,
         )
-        return await self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing))
 
     async def _enqueue(self, envelope: Envelope, step: Callable[[Transport], Awaitable[str | None]]) -> str:
         """``step`` (a publish or a broadcast) between the enqueue hooks; returns the job id,
         or the id of the job whose unique key kept this one out."""
+        self._before_enqueue(envelope)
+        return self._after_enqueue(envelope, await self._produce(step))
+
+    def _before_enqueue(self, envelope: Envelope) -> None:
         for m in self.middleware:
             m.before_enqueue(envelope)
-        held_by = await self._produce(step)
+
+    def _after_enqueue(self, envelope: Envelope, held_by: str | None) -> str:
         if held_by is not None:
             log.info("job=%s id=%s outcome=kept-out unique=%s held-by=%s", envelope.job, envelope.id,
                      envelope.unique, held_by)  # fmt: skip
@@ -460,7 +494,9 @@ class App:
             await future.result().close()
 
     def close(self) -> None:
-        """Close the sync portal and its connection (sending from sync code opens them again)."""
+        """Close the sync portal and every thread's blocking publisher, with their connections
+        (sending from sync code opens them again)."""
+        self._publishers.close_all()
         with self._portal_lock:
             portal, self._portal = self._portal, None
         if portal is not None:
@@ -483,3 +519,54 @@ class _Portal:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
         self.loop.close()
+
+
+class _Seat:
+    """A thread's blocking publisher; it lives in that thread's local storage only, so it is
+    collected when the thread ends, and its finalizer closes the publisher."""
+
+    __slots__ = ("__weakref__", "finalizer", "pid", "publisher")
+
+    def __init__(self, publisher: BlockingPublisher) -> None:
+        self.publisher = publisher
+        self.pid = os.getpid()
+        self.finalizer = weakref.finalize(self, _close_in, publisher, self.pid)
+        self.finalizer.atexit = False  # at exit the process's sockets close anyway
+
+
+def _close_in(publisher: BlockingPublisher, pid: int) -> None:
+    """Close ``publisher`` unless this is a forked child: its connection is the parent's."""
+    if os.getpid() == pid:
+        publisher.close()
+
+
+class _ThreadPublishers:
+    """One blocking publisher per thread (and per process: a forked child makes its own
+    rather than write on its parent's socket)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: weakref.WeakSet[_Seat] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def mine(self, factory: Callable[[], Transport]) -> BlockingPublisher:
+        seat: _Seat | None = getattr(self._local, "seat", None)
+        if seat is None or not seat.finalizer.alive or seat.pid != os.getpid():
+            seat = self._local.seat = _Seat(factory().blocking_publisher())
+            with self._lock:
+                self._all.add(seat)
+        return seat.publisher
+
+    def forget_mine(self) -> None:
+        seat: _Seat | None = getattr(self._local, "seat", None)
+        self._local.seat = None
+        if seat is not None:
+            seat.finalizer()
+
+    def close_all(self) -> None:
+        """Close every thread's publisher; each thread makes a new one when it sends again."""
+        with self._lock:
+            seats = list(self._all)
+            self._all.clear()
+        for seat in seats:
+            seat.finalizer()

@@ -160,10 +160,11 @@ class Job(_Function, Generic[P, R]):
         return Sender(self, options)
 
     def envelope(self, args: tuple[Any, ...], kwargs: dict[str, Any], options: SendOptions) -> Envelope:
-        """The envelope for one run, its arguments checked against the signature.
+        """The envelope for one run, its arguments checked against the signature (that they
+        are JSON values is checked when it is encoded, before anything is sent).
 
         Raises:
-            TypeError: the arguments do not fit, or are not JSON values.
+            TypeError: the arguments do not fit.
         """
         json_args, json_kwargs = to_json_value(list(args)), to_json_value(kwargs)
         try:
@@ -178,7 +179,7 @@ class Job(_Function, Generic[P, R]):
             unique = unique_key(self._name, arguments_digest(bound.arguments))
         else:
             unique = ""
-        envelope = Envelope.new(
+        return Envelope.new(
             self._name,
             options.queue or self._options.queue,
             tuple(json_args),
@@ -187,8 +188,6 @@ class Job(_Function, Generic[P, R]):
             job_id=options.job_id,
             unique=unique,
         )
-        envelope.encode()  # raises TypeError now, at the call site, for a non-JSON argument
-        return envelope
 
     def prepare(self, message: Envelope | Plain) -> Callable[[], Any]:
         if isinstance(message, Plain):

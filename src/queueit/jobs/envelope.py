@@ -133,6 +133,24 @@ class Plain:
     value: Any
 
 
+#: The envelope's fields and their JSON types (see docs/jobs.md); id and job are required.
+_FIELDS: tuple[tuple[str, type], ...] = (
+    ("id", str),
+    ("job", str),
+    ("queue", str),
+    ("args", list),
+    ("kwargs", dict),
+    ("attempt", int),
+    ("created_at", int),
+    ("trace_id", str),
+    ("headers", dict),
+    ("errors", list),
+    ("unique", str),
+)
+_REQUIRED = ("id", "job")
+_MISSING = object()
+
+
 def decode(body: bytes) -> Envelope | Plain:
     """An envelope or a plain JSON message.
 
@@ -155,24 +173,14 @@ def decode(body: bytes) -> Envelope | Plain:
         raise InvalidMessage(
             f"envelope version {version!r} is not one this worker reads (it reads {VERSION})"
         )
-    known = {
-        "id": str,
-        "job": str,
-        "queue": str,
-        "args": list,
-        "kwargs": dict,
-        "attempt": int,
-        "created_at": int,
-        "trace_id": str,
-        "headers": dict,
-        "errors": list,
-        "unique": str,
-    }
-    for name, kind in known.items():
-        if name in ("id", "job") and name not in value:
-            raise InvalidMessage(f"the envelope has no {name!r} field")
-        found = value.get(name)
-        if name in value and (not isinstance(found, kind) or (kind is int and isinstance(found, bool))):
+    for name, kind in _FIELDS:
+        found = value.get(name, _MISSING)
+        if found is _MISSING:
+            if name in _REQUIRED:
+                raise InvalidMessage(f"the envelope has no {name!r} field")
+        # json.loads makes exact types, so an exact check is the JSON type check (and a
+        # bool, which isinstance counts as an int, is refused where a number is due).
+        elif type(found) is not kind:
             raise InvalidMessage(f"the envelope's {name!r} field must be a JSON {kind.__name__}")
     headers = value.get("headers", {})
     if not all(isinstance(v, str) for v in headers.values()):

@@ -161,6 +161,8 @@ class Supervisor:
             fresh = lived >= STABLE_AFTER or not slot.backoff
             slot.backoff = BACKOFF_START if fresh else min(BACKOFF_MAX, slot.backoff * 2)
             what = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
+            if code == -signal.SIGPROF:
+                what += " (an inline job stuck past its timeout in code that never returned to Python)"
             log.warning("worker process %d %s; restarting in %.1f s", process.pid, what, slot.backoff)
             await asyncio.sleep(slot.backoff)
             if not self.stopping:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .base import (
+    BlockingPublisher,
     Capabilities,
     Delivery,
     GroupOutcome,
@@ -55,6 +56,7 @@ def open_transport(url: str) -> Transport:
 
 
 __all__ = [
+    "BlockingPublisher",
     "Capabilities",
     "Delivery",
     "GroupOutcome",

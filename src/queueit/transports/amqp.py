@@ -38,6 +38,7 @@ from aio_pika.exceptions import MessageProcessError
 from aiormq import exceptions as err
 
 from .base import (
+    BlockingPublisher,
     Capabilities,
     Delivery,
     MemberReport,
@@ -352,6 +353,9 @@ class AmqpTransport:
         else:
             # Not mandatory: a topic no group listens to takes the message and drops it.
             await self._send(EVENTS_EXCHANGE, topic, amqp_message, mandatory=False)
+
+    def blocking_publisher(self) -> BlockingPublisher:
+        raise Unsupported("the amqp:// transport has no blocking publisher; sync code sends through a loop")
 
     def _new(self, message: Outgoing) -> aio_pika.Message:
         return aio_pika.Message(

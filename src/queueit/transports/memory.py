@@ -53,6 +53,7 @@ CAPABILITIES = Capabilities(
     unique=True,
     progress=True,
     groups=True,
+    blocking_publish=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -314,6 +315,9 @@ class MemoryTransport:
         with self.broker._lock:
             return self._put(queue, message)
 
+    def blocking_publisher(self) -> MemoryPublisher:
+        return MemoryPublisher(self)
+
     def _put(self, queue: str, message: Outgoing, group: GroupOutcome | None = None) -> str | None:
         """Publish under the lock; the holder's ref if a unique key kept ``message`` out."""
         check_queue_name(queue)
@@ -526,3 +530,21 @@ class MemoryTransport:
         check_progress(CAPABILITIES, job_id)
         with self.broker._lock:
             return self.broker.progress.get(job_id)
+
+
+class MemoryPublisher:
+    """:meth:`MemoryTransport.publish` for sync code (the broker's lock is all it needs)."""
+
+    def __init__(self, transport: MemoryTransport) -> None:
+        self._transport = transport
+        self._open = True
+
+    def publish(self, queue: str, message: Outgoing) -> str | None:
+        if not self._open:
+            raise TransportClosed("this publisher was closed")
+        check_outgoing(CAPABILITIES, message)
+        with self._transport.broker._lock:
+            return self._transport._put(queue, message)
+
+    def close(self) -> None:
+        self._open = False

@@ -20,11 +20,11 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from ..client import AsyncClient, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
+from ..client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
 from ..stomp import Message
 from .base import (
     Capabilities,
@@ -65,6 +65,7 @@ CAPABILITIES = Capabilities(
     unique=True,
     progress=True,
     groups=True,
+    blocking_publish=True,
 )
 
 
@@ -151,7 +152,12 @@ class QueueitTransport:
                 content_type=message.content_type,
                 receipt=True,
             )
-        return said.get("unique-ref") if said.get("unique-duplicate") == "true" else None
+        return _kept_out_by(said)
+
+    def blocking_publisher(self) -> BlockingQueueitPublisher:
+        return BlockingQueueitPublisher(
+            Client(self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout)
+        )
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         check_outgoing(CAPABILITIES, message)
@@ -366,6 +372,52 @@ class QueueitTransport:
             error = answer.get("error", "admin request failed") if isinstance(answer, dict) else "bad reply"
             raise TransportRefused(str(error))
         return answer
+
+
+class BlockingQueueitPublisher:
+    """:meth:`QueueitTransport.publish` over a blocking :class:`Client` (one thread's)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._connected = False
+        self._closed = False
+
+    def publish(self, queue: str, message: Outgoing) -> str | None:
+        if self._closed:
+            raise TransportClosed("this publisher was closed")
+        check_outgoing(CAPABILITIES, message)
+        destination = "/queue/" + check_queue_name(queue)
+        try:
+            with _mapped():
+                if not self._connected:
+                    self._client.connect()
+                    self._connected = True
+                said = self._client.send(
+                    destination,
+                    message.body,
+                    headers=_headers(message),
+                    content_type=message.content_type,
+                    receipt=True,
+                )
+        except TransportError:
+            # A refusal (an ERROR frame) ends the connection too, and after a timeout its
+            # state is unknown: this publisher is done; the caller makes a new one.
+            self._closed = True
+            self._client.close()
+            raise
+        return _kept_out_by(said)
+
+    def close(self) -> None:
+        self._closed = True
+        # Every SEND had its receipt: a DISCONNECT without one loses nothing.
+        with suppress(ClientError, OSError):
+            self._client.disconnect(receipt=False)
+        self._client.close()
+
+
+def _kept_out_by(receipt: dict[str, str]) -> str | None:
+    """The holder's ref when a SEND's RECEIPT says its unique key kept it out."""
+    return receipt.get("unique-ref") if receipt.get("unique-duplicate") == "true" else None
 
 
 def _released_group(body: bytes) -> tuple[bytes, GroupOutcome]:

@@ -1,0 +1,125 @@
+"""``queueit worker --pool inline``: sync jobs on the event loop's thread, one at a time."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from queueit.jobs import App, WorkerSettings
+from queueit.jobs.worker import check_inline
+
+from ..conftest import BrokerProcess, wait_until
+from . import sample_app as jobs
+from .conftest import REPO, Ledger, Sender
+from .test_worker_processes import StartWorker, queue_depth
+
+
+def test_inline_workers_run_sync_and_async_jobs_in_one_thread_and_ack_them(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--processes", "2", "--pool", "inline", "--queues", "work")
+    wait_until(lambda: worker.consuming() == 2, "both processes to subscribe")
+    for n in range(30):
+        send(jobs.add, n)
+    for n in range(5):
+        send(jobs.async_add, 100 + n)
+    ledger.wait_for(lambda led: len(led.of("add")) == 30 and len(led.of("async_add")) == 5, "every job")
+    assert sorted(int(parts[1]) for parts in ledger.of("add")) == list(range(30))
+    wait_until(lambda: queue_depth(broker, "work") == (0, 0), "every job acked")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_an_inline_job_over_its_timeout_is_stopped_and_fails_in_the_same_process(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--processes", "1", "--pool", "inline", "--queues", "slow,work")
+    send(jobs.runaway, 1)  # sleeps 30 s; its timeout is 1 s, retries 0
+    wait_until(lambda: queue_depth(broker, "DLQ.slow")[0] == 1, "the timed-out job to fail", timeout=15)
+    send(jobs.add, 7)
+    ledger.wait_for(lambda led: len(led.of("add")) == 1, "the next job")
+    # SIGALRM stopped the job itself: no process had to be replaced for it.
+    assert len(worker.pids()) == 1
+    assert len({parts[2] for parts in ledger.lines()}) == 1
+    assert "ran longer than its 1 s timeout" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_an_inline_job_that_cannot_be_stopped_is_killed_and_delivered_again(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "1", "--pool", "inline", "--queues", "wedge")
+    send(jobs.wedged, 1)  # blocks SIGALRM and spins: only SIGPROF, the CPU-time timer, ends it
+    ledger.wait_for(lambda led: len(led.of("wedged")) == 2, "the job to run again", timeout=30)
+    first, second = ledger.of("wedged")
+    assert first[2] != second[2]  # in the process that replaced the killed one
+    assert "killed by SIGPROF (an inline job stuck past its timeout" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_deliveries_waiting_behind_inline_jobs_keep_their_leases(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    # Lease 4.5 s; 7 jobs of 0.8 s taken at once by one process: the last waits 4.8 s. Without
+    # extensions their leases would run out and the second worker would run them too.
+    busy = start_worker("--pool", "inline", "--lease", "4.5", "--concurrency", "7", "--queues", "slow")
+    wait_until(lambda: busy.consuming() == 1, "the inline worker to subscribe")
+    for n in range(7):
+        send(jobs.sleepy, n, seconds=0.8)
+    ledger.wait_for(lambda led: len(led.of("start")) >= 1, "the first job to start")
+    other = start_worker("--lease", "4.5", "--queues", "slow")
+    wait_until(lambda: other.consuming() == 1, "the second worker to subscribe")
+    ledger.wait_for(lambda led: len(led.of("end")) == 7, "every job", timeout=30)
+    starts = Counter(parts[1] for parts in ledger.of("start"))
+    assert starts == Counter({str(n): 1 for n in range(7)})
+    for worker in (busy, other):
+        worker.signal(signal.SIGTERM)
+        assert worker.wait() == 0
+
+
+def test_a_stop_during_an_inline_job_lets_it_finish_and_hands_the_waiting_ones_back(
+    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
+) -> None:
+    worker = start_worker("--pool", "inline", "--concurrency", "4", "--queues", "slow")
+    wait_until(lambda: worker.consuming() == 1, "the worker to subscribe")
+    for n in range(3):
+        send(jobs.sleepy, n, seconds=1.5)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the first job to start")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    assert len(ledger.of("end")) == 1  # the running one finished; the two waiting were not run
+    assert queue_depth(broker, "slow") == (2, 0)
+
+
+def test_the_inline_pool_refuses_a_timeout_its_lease_cannot_cover() -> None:
+    app = App("memory://inline-refusal")
+
+    @app.job(timeout=30)
+    def slow() -> None: ...
+
+    @app.job(timeout=120)
+    async def slow_but_async() -> None: ...  # async jobs do not block the loop: any timeout
+
+    check_inline(app, WorkerSettings(pool="threads"))
+    with pytest.raises(ValueError, match=r"at most a third of the lease \(20 s\): raise --lease to 90"):
+        check_inline(app, WorkerSettings(pool="inline"))
+    check_inline(app, WorkerSettings(pool="inline", lease=90))
+    with pytest.raises(ValueError, match="pool must be one of threads, inline"):
+        WorkerSettings(pool="processes")  # type: ignore[arg-type]
+
+
+def test_the_worker_command_refuses_it_too(job_env: dict[str, str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "queueit", "worker", "tests.jobs.sample_app:app", "--pool", "inline",
+         "--lease", "2"],
+        cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "job 'tests.jobs.sample_app.runaway' has a 1 s timeout" in done.stdout
+    assert "raise --lease to 3 or more, or use --pool threads" in done.stdout
