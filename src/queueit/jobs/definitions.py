@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, T
 from ..transports.base import MAX_UNIQUE_KEY, check_queue_name
 from .arguments import Signature, convert, to_json_value
 from .envelope import Envelope, InvalidMessage, Plain
-from .options import JobOptions, Retry, SendOptions
+from .options import PLAIN_SEND, JobOptions, Retry, SendOptions
 from .workflows import Step
 
 if TYPE_CHECKING:
@@ -125,11 +125,11 @@ class Job(_Function, Generic[P, R]):
             TypeError: the arguments do not fit the function, or are not JSON values.
             TransportError: the broker is unreachable or refused.
         """
-        return self.send_with().send(*args, **kwargs)
+        return Sender(self, PLAIN_SEND).send(*args, **kwargs)
 
     async def asend(self, *args: P.args, **kwargs: P.kwargs) -> str:
         """:meth:`send` for async code."""
-        return await self.send_with().asend(*args, **kwargs)
+        return await Sender(self, PLAIN_SEND).asend(*args, **kwargs)
 
     def s(self, *args: Any, **kwargs: Any) -> Step:
         """This job with some arguments, as a pipeline step (``app.pipeline(a.s(1), b.s())``)."""

@@ -30,8 +30,8 @@ retried: the worker moves the raw bytes to the dead-letter queue with the reason
 from __future__ import annotations
 
 import json
+import os
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -74,14 +74,15 @@ class Envelope:
         job_id: str | None = None,
         unique: str = "",
     ) -> Envelope:
+        random_id, random_trace = _random_ids()
         return cls(
-            id=job_id or uuid.uuid4().hex,
+            id=job_id or random_id,
             job=job,
             queue=queue,
             args=tuple(args),
             kwargs=dict(kwargs or {}),
             created_at=int(time.time() * 1000),
-            trace_id=trace_id or uuid.uuid4().hex,
+            trace_id=trace_id or random_trace,
             headers=dict(headers or {}),
             unique=unique,
         )
@@ -109,7 +110,7 @@ class Envelope:
         if self.unique:
             document["unique"] = self.unique
         try:
-            return json.dumps(document, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+            return _ENCODER.encode(document).encode()
         except (TypeError, ValueError) as exc:
             raise TypeError(
                 f"job {self.job!r}: arguments must be JSON values (str, int, float, bool, None, list, "
@@ -131,6 +132,20 @@ class Plain:
     """A JSON message that is not an envelope, published by any client in any language."""
 
     value: Any
+
+
+#: Compact JSON, UTF-8 kept as is, no NaN (not JSON); made once, not per message.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _random_ids() -> tuple[str, str]:
+    """Two random ids in UUID4 hex form, from one read of the OS's random source."""
+    raw = bytearray(os.urandom(32))
+    for at in (0, 16):
+        raw[at + 6] = raw[at + 6] & 0x0F | 0x40  # version 4
+        raw[at + 8] = raw[at + 8] & 0x3F | 0x80  # RFC 4122 variant
+    text = raw.hex()
+    return text[:32], text[32:]
 
 
 #: The envelope's fields and their JSON types (see docs/jobs.md); id and job are required.

@@ -144,5 +144,9 @@ class SendOptions:
         return self.delay or 0.0
 
 
+#: The options of a plain ``job.send(...)``: made once (nothing in it is ever changed).
+PLAIN_SEND = SendOptions()
+
+
 class JobTimeout(Exception):
     """An attempt ran longer than its job's timeout."""
