@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
-from queueit.jobs import App, WorkerSettings
+from queueit.jobs import App, SendOptions, WorkerSettings
 from queueit.jobs.worker import check_inline
 
-from ..conftest import BrokerProcess, wait_until
+from ..conftest import BrokerProcess, start_broker, wait_until
 from . import sample_app as jobs
 from .conftest import REPO, Ledger, Sender
 from .test_worker_processes import StartWorker, queue_depth
@@ -123,3 +125,38 @@ def test_the_worker_command_refuses_it_too(job_env: dict[str, str]) -> None:
     assert done.returncode == 2
     assert "job 'tests.jobs.sample_app.runaway' has a 1 s timeout" in done.stdout
     assert "raise --lease to 3 or more, or use --pool threads" in done.stdout
+
+
+def test_an_inline_job_longer_than_the_heartbeat_keeps_its_connection(tmp_path: Path) -> None:
+    # The broker gives up on a silent client after its heart-beat interval x grace: with grace 1
+    # and the client's usual 10 s beats, a 12 s job on a blocked loop would lose the connection,
+    # and its delivery would be handed to the next consumer while it still runs.
+    config = tmp_path / "queueit.toml"
+    config.write_text("[server]\nheartbeat_grace = 1.0\n")
+    broker = start_broker(tmp_path / "data", "--config", str(config))
+    ledger = Ledger(tmp_path / "ledger.txt")
+    url = f"queueit://{broker.host}:{broker.port}"
+    env = dict(os.environ, QUEUEIT_URL=url, QUEUEIT_LEDGER=str(ledger.path), PYTHONUNBUFFERED="1")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "queueit", "worker", "tests.jobs.sample_app:app", "--pool", "inline",
+             "--queues", "slow"],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    app = App(url)
+    try:
+        wait_until(lambda: " taking jobs from " in log_path.read_text(), "the worker to subscribe")
+        options = SendOptions()
+        app.publish_envelope(
+            jobs.sleepy.envelope((1,), {"seconds": 12.0}, options), options, jobs.sleepy.options
+        )
+        ledger.wait_for(lambda led: len(led.of("end")) == 1, "the long job", timeout=40)
+        wait_until(lambda: queue_depth(broker, "slow") == (0, 0), "its ack")
+        assert len(ledger.of("start")) == 1
+        assert "connection lost" not in log_path.read_text()
+    finally:
+        app.close()
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(30) == 0
+        broker.stop()

@@ -533,5 +533,24 @@ async def a_blocking_publisher_publishes_from_sync_code_in_its_own_thread(b: Bac
         await nothing(t)
 
 
+@scenario
+async def a_connection_told_its_loop_may_block_works_as_any_other(b: Backend) -> None:
+    # The inline pool's connections: keep-alives widened (checked for real, with a job longer
+    # than the usual heart-beat, in tests/jobs/test_inline_pool.py).
+    q = fresh()
+    t = b.make()
+    t.tolerate_blocking(30.0)
+    await t.connect()
+    try:
+        await t.publish(q, Outgoing(b"x"))
+        await t.consume(q, prefetch=1, lease=30)
+        delivery = await get(t)
+        await asyncio.sleep(0.2)
+        await t.ack(delivery)
+        await nothing(t)
+    finally:
+        await t.close()
+
+
 def run(backend: Backend, name: str) -> None:
     asyncio.run(asyncio.wait_for(SCENARIOS[name](backend), 60))

@@ -229,6 +229,8 @@ class Worker:
         delays = self.settings.reconnect_delays
         for attempt in range(sys.maxsize):
             transport = self.app.open_transport()
+            if self._inline:  # a sync job holds the loop for up to a third of the lease
+                transport.tolerate_blocking(self.settings.lease / 3)
             try:
                 await transport.connect()
                 for queue in self.queues:

@@ -188,6 +188,7 @@ class AmqpTransport:
         self._paused = False
         self._closing = False
         self._lost: str | None = None
+        self._heartbeat: int | None = None  # seconds; None: what RabbitMQ offers
 
     @classmethod
     def from_url(cls, url: str) -> AmqpTransport:
@@ -220,9 +221,16 @@ class AmqpTransport:
     def capabilities(self) -> Capabilities:
         return self._capabilities
 
+    def tolerate_blocking(self, seconds: float) -> None:
+        # RabbitMQ closes a connection after two missed heart-beats; it offers 60 s.
+        self._heartbeat = max(60, math.ceil(seconds))
+
     async def connect(self) -> None:
         with _mapped():
-            connection = await aio_pika.connect(self.url, timeout=self.timeout)
+            if self._heartbeat is None:
+                connection = await aio_pika.connect(self.url, timeout=self.timeout)
+            else:
+                connection = await aio_pika.connect(self.url, timeout=self.timeout, heartbeat=self._heartbeat)
         self._connection, self._publisher, self._consumer = connection, None, None
         self._consumers, self._queue_names, self._buffer = [], {}, asyncio.Queue()
         self._paused, self._closing, self._lost = False, False, None

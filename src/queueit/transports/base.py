@@ -330,6 +330,11 @@ class Transport(Protocol):
     async def close(self) -> None:
         """Close; deliveries not settled go back to their queues (marked redelivered)."""
 
+    def tolerate_blocking(self, seconds: float) -> None:
+        """Before :meth:`connect`: the caller's event loop may not run for up to ``seconds`` at
+        a time (the inline pool runs sync jobs on it), so the connection's keep-alives must
+        not declare it dead meanwhile (heart-beats wide enough; no effect where none are kept)."""
+
     # -- producing ---------------------------------------------------------------------------
 
     async def publish(self, queue: str, message: Outgoing) -> str | None:

@@ -298,6 +298,9 @@ class MemoryTransport:
                 q, message = self.broker.settle(self, message_id)
                 self.broker.give_back(q, message, 0.0)
 
+    def tolerate_blocking(self, seconds: float) -> None:
+        pass  # in-process: no keep-alives to miss
+
     def wake(self) -> None:
         """Called with the broker's lock held, from any thread."""
         if self._loop is not None and self._woken is not None and not self._loop.is_closed():

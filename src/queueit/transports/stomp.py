@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any, Literal
@@ -43,6 +44,8 @@ from .base import (
 )
 
 DEFAULT_PORT = 61613
+#: The client's heart-beat interval (ms) unless the loop may block for longer (tolerate_blocking).
+DEFAULT_HEARTBEAT_MS = 10_000
 EVENTS_EXCHANGE = "queueit.events"
 ADMIN = "/queueit/admin"
 PROGRESS = "/queueit/progress"
@@ -98,6 +101,7 @@ class QueueitTransport:
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._login, self._passcode = login, passcode
+        self._heartbeat: tuple[int, int] | None = None  # None: the client's default
         self._client = self._new_client()
         self._queues: dict[str, str] = {}  # subscription id -> queue name
         self._declared: set[str] = set()
@@ -125,9 +129,25 @@ class QueueitTransport:
         )
 
     def _new_client(self) -> AsyncClient:
+        if self._heartbeat is None:
+            return AsyncClient(
+                self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout
+            )
         return AsyncClient(
-            self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout
+            self.host,
+            self.port,
+            login=self._login,
+            passcode=self._passcode,
+            timeout=self.timeout,
+            heartbeat=self._heartbeat,
         )
+
+    def tolerate_blocking(self, seconds: float) -> None:
+        # Beats every 3x the block: the broker (grace >= 1.5) waits 4.5x, more than the time
+        # since the last beat (< 3x) plus one block; the same holds for our side's wait.
+        interval = max(DEFAULT_HEARTBEAT_MS, math.ceil(seconds * 3000))
+        self._heartbeat = (interval, interval)
+        self._client = self._new_client()
 
     @property
     def capabilities(self) -> Capabilities:
