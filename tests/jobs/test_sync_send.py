@@ -223,3 +223,18 @@ def test_a_refused_send_says_why_and_the_next_send_gets_a_new_connection(tmp_pat
     finally:
         app.close()
         broker.stop()
+
+
+def test_after_swap_transport_sync_sends_go_through_the_new_transport(request: pytest.FixtureRequest) -> None:
+    first, second = Counting(f"swap-a-{request.node.name}"), Counting(f"swap-b-{request.node.name}")
+    app = App("memory://", transport_factory=first)
+
+    @app.job(queue="q")
+    def noop() -> None: ...
+
+    noop.send()
+    app.swap_transport(second)  # without close(): the old publisher must not be used again
+    noop.send()
+    app.close()
+    assert (len(first.broker.queue("q").ready), len(second.broker.queue("q").ready)) == (1, 1)
+    assert first.made[0].closed_in == os.getpid()

@@ -113,6 +113,7 @@ class App:
         """
         previous, self._factory = self._factory, factory
         self._capabilities = None
+        self._publishers.close_all()  # no thread may go on sending through the old transport
         return previous
 
     # -- defining ----------------------------------------------------------------------------

@@ -101,7 +101,7 @@ class QueueitTransport:
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._login, self._passcode = login, passcode
-        self._heartbeat: tuple[int, int] | None = None  # None: the client's default
+        self._heartbeat_ms = DEFAULT_HEARTBEAT_MS  # both ways
         self._client = self._new_client()
         self._queues: dict[str, str] = {}  # subscription id -> queue name
         self._declared: set[str] = set()
@@ -129,24 +129,19 @@ class QueueitTransport:
         )
 
     def _new_client(self) -> AsyncClient:
-        if self._heartbeat is None:
-            return AsyncClient(
-                self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout
-            )
         return AsyncClient(
             self.host,
             self.port,
             login=self._login,
             passcode=self._passcode,
             timeout=self.timeout,
-            heartbeat=self._heartbeat,
+            heartbeat=(self._heartbeat_ms, self._heartbeat_ms),
         )
 
     def tolerate_blocking(self, seconds: float) -> None:
         # Beats every 3x the block: the broker (grace >= 1.5) waits 4.5x, more than the time
         # since the last beat (< 3x) plus one block; the same holds for our side's wait.
-        interval = max(DEFAULT_HEARTBEAT_MS, math.ceil(seconds * 3000))
-        self._heartbeat = (interval, interval)
+        self._heartbeat_ms = max(DEFAULT_HEARTBEAT_MS, math.ceil(seconds * 3000))
         self._client = self._new_client()
 
     @property
