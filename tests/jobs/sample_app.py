@@ -7,8 +7,9 @@ so a test can check from outside that each job ran, and how often.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import os
-import signal
 import time
 
 from queueit.jobs import App, Retry, current
@@ -57,14 +58,23 @@ def runaway(n: int) -> None:
 
 @app.job(queue="wedge", timeout=0.5, retry=Retry(retries=0))
 def wedged(n: int) -> None:
-    """Stuck where SIGALRM cannot stop it (blocked), burning CPU; on its first delivery only."""
+    """Spins in C code that holds the GIL (no bytecode runs, so no signal handler and no other
+    thread either), on its first delivery only."""
     record("wedged", n, os.getpid())
+    if current().delivery.delivery_count == 1:
+        sum(itertools.repeat(1, 10**12))
+
+
+@app.job(queue="wedge", timeout=0.5, retry=Retry(retries=0))
+def stubborn(n: int) -> None:
+    """Catches everything, its timeout's alarm included, and sleeps on; first delivery only."""
+    record("stubborn", n, os.getpid())
     if current().delivery.delivery_count > 1:
         return
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
     end = time.monotonic() + 60
     while time.monotonic() < end:
-        pass
+        with contextlib.suppress(BaseException):  # the point: a job that swallows the alarm
+            time.sleep(0.05)
 
 
 @app.job(queue="work")

@@ -52,14 +52,29 @@ def test_an_inline_job_over_its_timeout_is_stopped_and_fails_in_the_same_process
     assert worker.wait() == 0
 
 
-def test_an_inline_job_that_cannot_be_stopped_is_killed_and_delivered_again(
+def test_an_inline_job_that_swallows_its_alarm_is_ended_by_the_watchdog(
     start_worker: StartWorker, send: Sender, ledger: Ledger
 ) -> None:
     worker = start_worker("--processes", "1", "--pool", "inline", "--queues", "wedge")
-    send(jobs.wedged, 1)  # blocks SIGALRM and spins: only SIGPROF, the CPU-time timer, ends it
+    send(jobs.stubborn, 1)  # timeout 0.5 s; catches the alarm and sleeps on
+    ledger.wait_for(lambda led: len(led.of("stubborn")) == 2, "the job to run again", timeout=30)
+    first, second = ledger.of("stubborn")
+    assert first[2] != second[2]  # in the process that replaced the stuck one
+    log = worker.log()
+    assert "runs on past its timeout where it cannot be stopped" in log
+    assert "asked to be replaced" in log
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_an_inline_job_spinning_in_c_code_is_killed_by_sigprof(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "1", "--pool", "inline", "--queues", "wedge")
+    send(jobs.wedged, 1)  # holds the GIL in C: neither SIGALRM's handler nor the watchdog runs
     ledger.wait_for(lambda led: len(led.of("wedged")) == 2, "the job to run again", timeout=30)
     first, second = ledger.of("wedged")
-    assert first[2] != second[2]  # in the process that replaced the killed one
+    assert first[2] != second[2]
     assert "killed by SIGPROF (an inline job stuck past its timeout" in worker.log()
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0

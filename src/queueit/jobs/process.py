@@ -23,10 +23,9 @@ from dataclasses import asdict
 from typing import Any
 
 from .app import App
-from .worker import Exit, Worker, WorkerSettings
+from .worker import EXIT_REPLACE, Exit, Worker, WorkerSettings
 
 EXIT_STOPPED = 0
-EXIT_REPLACE = 75  # EX_TEMPFAIL
 EXIT_BAD_APP = 78  # EX_CONFIG: the app cannot be loaded; restarting will not help
 #: The supervisor passes a pipe's write end in this variable; a byte on it says "ready for signals".
 READY_FD_ENV = "QUEUEIT_READY_FD"

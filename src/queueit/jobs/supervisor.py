@@ -1,6 +1,6 @@
 """``queueit worker``: a supervisor keeping P worker processes running.
 
-* A process that exits with :data:`~queueit.jobs.process.EXIT_REPLACE` (recycled by
+* A process that exits with :data:`~queueit.jobs.worker.EXIT_REPLACE` (recycled by
   ``--max-jobs``/``--max-memory``/``--max-time``, or after a hard timeout) is replaced at once.
 * A process that crashes (any other exit, ``kill -9`` included) is restarted after a back-off
   that doubles from 0.5 s to 30 s, and resets once a process has run for a minute. Its
@@ -29,8 +29,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from .process import EXIT_BAD_APP, EXIT_REPLACE, READY_FD_ENV, settings_to_json
-from .worker import WorkerSettings
+from .process import EXIT_BAD_APP, READY_FD_ENV, settings_to_json
+from .worker import EXIT_REPLACE, WorkerSettings
 
 log = logging.getLogger("queueit.supervisor")
 

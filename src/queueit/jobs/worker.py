@@ -21,8 +21,11 @@ then (invariants):
 
 * Every inline sync job has a hard timeout of at most a third of the lease (a third of the
   lease when it has none): SIGALRM raises in it, and it fails or is retried like any
-  timed-out job. One stuck in C code past its timeout is killed by SIGPROF (the process's
-  CPU-time timer) and the supervisor replaces the process.
+  timed-out job. One that runs on regardless (it caught the alarm, or waits in C code that
+  never returns to Python) ends the process at 1.5 x its timeout + 1 s: a watchdog thread
+  exits with :data:`EXIT_REPLACE`, or, where C code holds the GIL so that no thread runs,
+  SIGPROF (the CPU-time timer, at that much CPU time per CPU) kills it. The supervisor starts
+  a fresh process; the job is delivered again.
 * Nothing is renewed while an inline job runs, so before each one the worker extends every
   lease it holds that is more than a sixth used. A lease is then at most 5/6 used at any
   time: 1/6 before the check, plus one inline job (1/3), plus 1/3 for bytes the blocked loop
@@ -66,6 +69,9 @@ log = logging.getLogger("queueit.worker")
 
 #: Seconds before a job whose settle the broker refused is delivered again.
 REFUSED_RETRY_DELAY = 30.0
+#: A worker process's exit code for "start a fresh process now" (EX_TEMPFAIL): recycled, or a
+#: sync job overran its hard timeout and could not be stopped.
+EXIT_REPLACE = 75
 #: How sync jobs run: in a pool of threads, or on the event-loop thread (see the module docstring).
 Pool = Literal["threads", "inline"]
 POOLS: tuple[Pool, ...] = ("threads", "inline")
@@ -178,6 +184,9 @@ class Worker:
         # Inline pool: deliveries received and not started -> (transport, when leased last).
         self._waiting: dict[Delivery, tuple[Transport, float]] = {}
         self._in_job = False  # an inline sync job runs (SIGALRM may stop it)
+        # The running inline job's name and when the watchdog ends the process (monotonic).
+        self._job_name = ""
+        self._job_deadline: float | None = None
 
     # -- control -----------------------------------------------------------------------------
 
@@ -204,6 +213,11 @@ class Worker:
             if threading.current_thread() is not threading.main_thread():
                 raise RuntimeError("the inline pool runs on the main thread only (SIGALRM stops its jobs)")
             alarm = signal.signal(signal.SIGALRM, self._on_alarm)
+        watchdog = threading.Event()  # set: the watchdog thread ends
+        if self._inline:
+            threading.Thread(
+                target=self._watch, args=(watchdog,), name="queueit-watchdog", daemon=True
+            ).start()
         self._stop = asyncio.Event()
         if self._stopping:  # stopped before it started
             self._stop.set()
@@ -223,6 +237,7 @@ class Worker:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if alarm is not None:
                 signal.signal(signal.SIGALRM, alarm)
+            watchdog.set()
         return self._exit
 
     async def _connect(self) -> None:
@@ -496,8 +511,11 @@ class Worker:
         """Run a sync job on this thread, stopped by SIGALRM after its timeout (SIGPROF, whose
         default action ends the process, if it does not return to Python to be stopped)."""
         timeout = self.settings.inline_timeout(handler)
+        last_chance = 1.5 * timeout + 1
         try:
-            signal.setitimer(signal.ITIMER_PROF, 1.5 * timeout + 1)
+            self._job_name = handler.name
+            self._job_deadline = time.monotonic() + last_chance
+            signal.setitimer(signal.ITIMER_PROF, last_chance * _CPUS)
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 self._in_job = True
@@ -509,6 +527,22 @@ class Worker:
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.setitimer(signal.ITIMER_PROF, 0)
+            self._job_deadline = None
+
+    def _watch(self, done: threading.Event) -> None:
+        """The inline pool's watchdog thread: ends the process when a job runs on past its
+        last chance (it wakes a few times a second; a job costs the loop two stores)."""
+        period = min([1.0, *(self.settings.inline_timeout(h) / 4 for h in self.app.handlers.values())])
+        while not done.wait(max(period, 0.05)):
+            deadline = self._job_deadline
+            if deadline is not None and time.monotonic() > deadline:
+                log.critical(
+                    "job=%s runs on past its timeout where it cannot be stopped (it caught the "
+                    "alarm, or waits in C code); ending this worker process so that a fresh one "
+                    "takes over (the job is delivered again)",
+                    self._job_name,
+                )
+                os._exit(EXIT_REPLACE)  # the log's stream handler has flushed the line already
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._in_job:  # not once the job has returned: the alarm came too late
@@ -619,6 +653,10 @@ class Worker:
                 "resident memory %.0f MiB is over --max-memory %d MiB; recycling", resident, s.max_memory_mb
             )
             self._finish(Exit.RECYCLE)
+
+
+#: CPUs this process may use: SIGPROF counts the CPU time of all its threads.
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Alarm(BaseException):
