@@ -187,6 +187,8 @@ class Worker:
         # The running inline job's name and when the watchdog ends the process (monotonic).
         self._job_name = ""
         self._job_deadline: float | None = None
+        # CPUs this process may use: SIGPROF counts the CPU time of all its threads.
+        self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     # -- control -----------------------------------------------------------------------------
 
@@ -508,14 +510,14 @@ class Worker:
             current_job.reset(token)
 
     def _call_inline(self, handler: Handler, call: Callable[[], Any]) -> Any:
-        """Run a sync job on this thread, stopped by SIGALRM after its timeout (SIGPROF, whose
-        default action ends the process, if it does not return to Python to be stopped)."""
+        """Run a sync job on this thread, stopped by SIGALRM after its timeout; past its last
+        chance, :meth:`_watch` or SIGPROF (whose default action ends the process) ends it."""
         timeout = self.settings.inline_timeout(handler)
         last_chance = 1.5 * timeout + 1
         try:
             self._job_name = handler.name
             self._job_deadline = time.monotonic() + last_chance
-            signal.setitimer(signal.ITIMER_PROF, last_chance * _CPUS)
+            signal.setitimer(signal.ITIMER_PROF, last_chance * self._cpus)
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 self._in_job = True
@@ -653,10 +655,6 @@ class Worker:
                 "resident memory %.0f MiB is over --max-memory %d MiB; recycling", resident, s.max_memory_mb
             )
             self._finish(Exit.RECYCLE)
-
-
-#: CPUs this process may use: SIGPROF counts the CPU time of all its threads.
-_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class _Alarm(BaseException):
