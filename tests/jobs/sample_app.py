@@ -12,18 +12,9 @@ import itertools
 import os
 import time
 
-from queueit.jobs import App, Envelope, Middleware, Retry, current
+from queueit.jobs import App, Retry, current
 
-
-class SlowToStart(Middleware):
-    """5 ms of work before each ``sleepy`` job: time for acks held before it to be due."""
-
-    def before_process(self, envelope: Envelope) -> None:
-        if envelope.job.endswith(".sleepy"):
-            time.sleep(0.005)
-
-
-app = App(os.environ.get("QUEUEIT_URL", "memory://sample"), middleware=[SlowToStart()])
+app = App(os.environ.get("QUEUEIT_URL", "memory://sample"))
 _kept: list[bytearray] = []
 
 

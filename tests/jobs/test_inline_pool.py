@@ -175,21 +175,3 @@ def test_an_inline_job_longer_than_the_heartbeat_keeps_its_connection(tmp_path: 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         broker.stop()
-
-
-def test_a_held_ack_is_written_before_a_job_that_may_be_long(
-    start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
-) -> None:
-    # Both arrive in one read: the short one's ack is held for the next write. The long one
-    # starts 5 ms later (the sample app's middleware), so the held ack must go out before it,
-    # not 2 s later with the long one's own ack.
-    send(jobs.square, 1)
-    send(jobs.sleepy, 2, seconds=2.0)
-    worker = start_worker("--pool", "inline", "--concurrency", "4", "--queues", "slow")
-    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the long job to start")
-    assert len(ledger.of("square")) == 1
-    assert queue_depth(broker, "slow") == (0, 1)  # only the long job is still unacked
-    ledger.wait_for(lambda led: len(led.of("end")) == 1, "the long job to end")
-    wait_until(lambda: queue_depth(broker, "slow") == (0, 0), "its ack")
-    worker.signal(signal.SIGTERM)
-    assert worker.wait() == 0

@@ -552,33 +552,5 @@ async def a_connection_told_its_loop_may_block_works_as_any_other(b: Backend) ->
         await t.close()
 
 
-@scenario
-async def acks_held_for_the_next_write_arrive_in_order_with_other_frames(b: Backend) -> None:
-    q = fresh()
-    async with b.open() as t:
-        for n in range(4):
-            await t.publish(q, Outgoing(str(n).encode()))
-        await t.consume(q, prefetch=4, lease=30)
-        got = [await get(t) for _ in range(4)]
-        if not t.capabilities.ack_soon:
-            with pytest.raises(Unsupported, match="ack"):
-                t.ack_soon(got[0])
-            t.flush_acks()  # a no-op
-            for d in got:
-                await t.ack(d)
-            return
-        t.ack_soon(got[0])  # written when the loop has run what is ready
-        t.ack_soon(got[1])
-        t.flush_acks()  # written now
-        t.ack_soon(got[2])
-        await t.release(got[3])  # a NACK: the held ACK goes out before it
-        back = await get(t)
-        assert (back.body, back.redelivered) == (b"3", True)
-        await t.ack(back)
-    async with b.open() as t:  # every ack arrived: nothing comes back
-        await t.consume(q, prefetch=4, lease=30)
-        await nothing(t)
-
-
 def run(backend: Backend, name: str) -> None:
     asyncio.run(asyncio.wait_for(SCENARIOS[name](backend), 60))

@@ -64,7 +64,6 @@ class AsyncClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._error: ClientError | None = None
         self._failed = asyncio.Event()
-        self._held: list[bytes] = []  # ACK frames ack_soon() holds for the next write
 
     async def connect(self) -> Connected:
         """Connect and log in.
@@ -170,30 +169,6 @@ class AsyncClient:
         rid = self._frames.next_id("ack") if receipt else None
         await self._emit(self._frames.settle(Command.ACK, message, transaction, None, rid), rid)
 
-    def ack_soon(self, message: Message) -> None:
-        """ACK ``message`` with the next write: at the latest once the event loop has run
-        what is ready now, or at :meth:`flush`. Several go out in one write, which the
-        broker reads at once. Frames keep their order: any other frame flushes them first."""
-        frame = self._frames.settle(Command.ACK, message, None, None, None)
-        if self._error is not None:
-            raise self._error
-        if self._writer is None:
-            raise ConnectionClosed("not connected")
-        self._held.append(frame)
-        if len(self._held) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
-
-    def flush(self) -> None:
-        """Write the ACKs :meth:`ack_soon` holds (dropped if the connection is gone: their
-        messages are delivered again)."""
-        if not self._held:
-            return
-        data = b"".join(self._held)
-        self._held.clear()
-        if self._writer is not None and self._error is None:
-            self._writer.write(data)
-            self.conn.note_sent(time.monotonic())
-
     async def nack(
         self,
         message: Message,
@@ -294,8 +269,6 @@ class AsyncClient:
             raise self._error
         if self._writer is None:
             raise ConnectionClosed("not connected")
-        if self._held:
-            self.flush()  # held ACKs were sent first
         self._writer.write(data)
         self.conn.note_sent(time.monotonic())
 

@@ -32,11 +32,6 @@ then (invariants):
   had not read yet.
 * A stop signal is handled when the running job returns; deliveries not started by then are
   handed back.
-* The ack of an inline job that took under :data:`SHORT_JOB` may ride the connection's next
-  write with other acks (``Transport.ack_soon``), so a run of short jobs costs the broker one
-  read. Held acks are written before a job starts once the oldest is :data:`SHORT_JOB` old, so
-  an ack waits behind at most one job: its lease, at most half used when its own (short) job
-  ended, lasts through a third more.
 
 Ownership: everything here belongs to the worker's event loop. Sync jobs run in a thread
 pool (or inline, on the loop's thread) and only hand their result back through the loop.
@@ -77,8 +72,6 @@ REFUSED_RETRY_DELAY = 30.0
 #: A worker process's exit code for "start a fresh process now" (EX_TEMPFAIL): recycled, or a
 #: sync job overran its hard timeout and could not be stopped.
 EXIT_REPLACE = 75
-#: An inline job shorter than this (seconds) may have its ack held for the next write.
-SHORT_JOB = 0.001
 #: How sync jobs run: in a pool of threads, or on the event-loop thread (see the module docstring).
 Pool = Literal["threads", "inline"]
 POOLS: tuple[Pool, ...] = ("threads", "inline")
@@ -194,7 +187,6 @@ class Worker:
         # The running inline job's name and when the watchdog ends the process (monotonic).
         self._job_name = ""
         self._job_deadline: float | None = None
-        self._held_since: float | None = None  # the oldest ack held by Transport.ack_soon
         # CPUs this process may use: SIGPROF counts the CPU time of all its threads.
         self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -443,10 +435,7 @@ class Worker:
                 # A pipeline's next step, and a group member's outcome, go in the ack's step.
                 report = member_report(e, "done", result)
                 if follow_up is None and report is None:
-                    if took < SHORT_JOB * 1000 and self._may_hold_ack(handler, transport, len(entries)):
-                        self._hold_ack(transport, delivery)
-                    else:
-                        await transport.ack(delivery)
+                    await transport.ack(delivery)
                     continue
                 publish = []
                 if follow_up is not None:
@@ -501,7 +490,6 @@ class Worker:
                 except TimeoutError:
                     raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
             if self._pool is None:
-                self._write_held_acks(context.transport)
                 return self._call_inline(handler, call)
             loop = asyncio.get_running_loop()
             future = loop.run_in_executor(self._pool, contextvars.copy_context().run, call)
@@ -557,31 +545,6 @@ class Worker:
                     self._job_name,
                 )
                 os._exit(EXIT_REPLACE)  # the log's stream handler has flushed the line already
-
-    def _may_hold_ack(self, handler: Handler, transport: Transport, jobs: int) -> bool:
-        return self._inline and jobs == 1 and not handler.is_async and transport.capabilities.ack_soon
-
-    def _hold_ack(self, transport: Transport, delivery: Delivery) -> None:
-        try:
-            transport.ack_soon(delivery)
-        except TransportClosed:
-            log.warning("connection lost before an ack was written; the broker delivers the job again")
-            return
-        if self._held_since is None:
-            self._held_since = time.monotonic()
-            # The transport writes held acks once the loop has run what is ready: so does this.
-            asyncio.get_running_loop().call_soon(self._acks_written)
-
-    def _acks_written(self) -> None:
-        self._held_since = None
-
-    def _write_held_acks(self, transport: Transport) -> None:
-        """Before an inline job: held acks go out now once the oldest is SHORT_JOB old (the
-        jobs since may have been long, and the next one may be too)."""
-        since = self._held_since
-        if since is not None and time.monotonic() - since >= SHORT_JOB:
-            self._held_since = None
-            transport.flush_acks()
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._in_job:  # not once the job has returned: the alarm came too late

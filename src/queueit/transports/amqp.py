@@ -521,12 +521,6 @@ class AmqpTransport:
         with _mapped():
             await _token(delivery).message.ack()
 
-    def ack_soon(self, delivery: Delivery) -> None:
-        raise Unsupported("the amqp:// transport acks one at a time; use ack()")
-
-    def flush_acks(self) -> None:
-        pass  # nothing is ever held
-
     async def settle(
         self,
         delivery: Delivery,

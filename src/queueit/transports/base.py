@@ -76,7 +76,6 @@ class Capabilities:
         groups: :meth:`Transport.send_group` holds a callback until every member reported.
         blocking_publish: sync code can publish over a connection of its own thread
             (:meth:`Transport.blocking_publisher`), with no event loop in between.
-        ack_soon: acks can ride the connection's next write (:meth:`Transport.ack_soon`).
     """
 
     delay: bool
@@ -92,7 +91,6 @@ class Capabilities:
     progress: bool = False
     groups: bool = False
     blocking_publish: bool = False
-    ack_soon: bool = False
 
 
 #: The largest progress report a transport takes.
@@ -388,19 +386,6 @@ class Transport(Protocol):
 
     async def ack(self, delivery: Delivery) -> None:
         """Done with ``delivery``: remove it from its queue."""
-
-    def ack_soon(self, delivery: Delivery) -> None:
-        """Ack ``delivery`` without waiting: the ack goes out with the connection's next
-        write, at the latest once the event loop has run what is ready now, or at
-        :meth:`flush_acks`. Several short jobs' acks then cost the broker one read. An ack
-        not written yet is lost with its connection: its job is delivered again.
-
-        Raises:
-            Unsupported: the transport has no such acks (``capabilities.ack_soon``).
-        """
-
-    def flush_acks(self) -> None:
-        """Write the acks :meth:`ack_soon` holds now (a no-op where there are none)."""
 
     async def settle(
         self,

@@ -34,7 +34,6 @@ from .base import (
     StoredMessage,
     TransportClosed,
     TransportRefused,
-    Unsupported,
     check_group,
     check_outgoing,
     check_progress,
@@ -413,12 +412,6 @@ class MemoryTransport:
 
     async def ack(self, delivery: Delivery) -> None:
         await self.settle(delivery, ())
-
-    def ack_soon(self, delivery: Delivery) -> None:
-        raise Unsupported("the memory:// transport acks at once; use ack()")
-
-    def flush_acks(self) -> None:
-        pass  # nothing is ever held
 
     async def settle(
         self,

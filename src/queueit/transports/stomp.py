@@ -69,7 +69,6 @@ CAPABILITIES = Capabilities(
     progress=True,
     groups=True,
     blocking_publish=True,
-    ack_soon=True,
 )
 
 
@@ -244,13 +243,6 @@ class QueueitTransport:
     async def ack(self, delivery: Delivery) -> None:
         with _mapped():
             await self._client.ack(_message(delivery))
-
-    def ack_soon(self, delivery: Delivery) -> None:
-        with _mapped():
-            self._client.ack_soon(_message(delivery))
-
-    def flush_acks(self) -> None:
-        self._client.flush()
 
     async def settle(
         self,
