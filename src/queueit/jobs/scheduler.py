@@ -163,7 +163,10 @@ class Scheduler:
                 continue
             if job_id != ours:  # the id of the run another scheduler sent for this tick
                 self.kept_out += 1
-                log.debug("scheduler: %s at %s was sent by another scheduler", periodic.job.name, tick)
+                # At info level: it shows that this scheduler is alive and standing by.
+                log.info(
+                    "scheduler: %s for %s was sent by another scheduler", periodic.job.name, tick.isoformat()
+                )
             else:
                 self.sent += 1
                 log.info("scheduler: sent %s for %s (job %s)", periodic.job.name, tick.isoformat(), job_id)
