@@ -7,6 +7,8 @@ Brokers:
 - ``activemq``: Debian ``activemq``, instance ``main`` (``/etc/init.d/activemq``);
 - ``queueit``: ``<repo>/.venv/bin/python -m queueit serve --host 127.0.0.1 --port PORT --data-dir DIR``
   with a fresh, empty data directory each start; ready once its stderr says ``ready on stomp://``.
+  ``QUEUEIT_BUILD`` picks the build: ``compiled`` (the default: ``<repo>/build/compiled``, made by
+  ``make compiled``, what a wheel ships) or ``pure`` (the source in ``.venv``'s editable install).
 
 The two incumbents listen where ``setup_brokers.sh`` configured them (127.0.0.1:61613, login
 guest/guest); queueit listens on the port given (default 61613 too). Only one broker may run at a
@@ -47,6 +49,7 @@ LOGIN = "guest"
 PASSCODE = "guest"
 REPO = Path(__file__).resolve().parent.parent
 READY_MARKER = "ready on stomp://"
+QUEUEIT_BUILDS = ("compiled", "pure")
 
 RABBITMQ_INIT = Path("/etc/init.d/rabbitmq-server")
 ACTIVEMQ_INIT = Path("/etc/init.d/activemq")
@@ -298,21 +301,55 @@ def unavailable(name: str, repo: Path = REPO) -> str | None:
         python = repo / ".venv" / "bin" / "python"
         if not python.exists():
             return f"{python} does not exist (create the venv with scripts/setup)"
+        build = queueit_build()
+        if build == "compiled" and (problem := compiled_build_problem(repo)) is not None:
+            return problem
         probe = subprocess.run(
-            [
-                str(python),
-                "-c",
-                "import importlib.util, sys; sys.exit(importlib.util.find_spec('queueit.__main__') is None)",
-            ],
+            [str(python), "-c", "from queueit.compiled import build_name; print(build_name())"],
             capture_output=True,
+            text=True,
             timeout=60,
             check=False,
             cwd=repo,
+            env=queueit_env(repo),
         )
         if probe.returncode != 0:
-            return f"`{python} -m queueit` is not available (no importable queueit.__main__)"
+            return f"`{python} -m queueit` is not available: {probe.stderr.strip()[-300:]}"
+        found = probe.stdout.strip()
+        if found != {"compiled": "compiled", "pure": "pure Python"}[build]:
+            return f"QUEUEIT_BUILD={build}, but queueit imports as the {found!r} build"
         return None
     return f"unknown broker {name!r} (known: {', '.join(BROKERS)})"
+
+
+def queueit_build() -> str:
+    """The queueit build the benchmarks run, from ``QUEUEIT_BUILD`` (``compiled`` by default)."""
+    build = os.environ.get("QUEUEIT_BUILD", "compiled")
+    if build not in QUEUEIT_BUILDS:
+        raise BrokerError(f"QUEUEIT_BUILD must be one of {', '.join(QUEUEIT_BUILDS)}, got {build!r}")
+    return build
+
+
+def queueit_env(repo: Path = REPO) -> dict[str, str]:
+    """The environment for a queueit process (broker, worker, CLI) of :func:`queueit_build`."""
+    env = dict(os.environ)
+    if queueit_build() == "compiled":
+        env["PYTHONPATH"] = str(repo / "build" / "compiled")
+    # "pure": the checkout's source through .venv's editable install, unless PYTHONPATH names
+    # another source tree (jobs.py --queueit-src does).
+    return env
+
+
+def compiled_build_problem(repo: Path) -> str | None:
+    """Why ``build/compiled`` cannot stand for the source, or None."""
+    stamp = repo / "build" / "compiled" / ".stamp"
+    if not stamp.exists():
+        return f"{stamp.parent} has not been built (run `make compiled`, or set QUEUEIT_BUILD=pure)"
+    built = stamp.stat().st_mtime
+    newer = [p for p in (repo / "src").rglob("*.py") if p.stat().st_mtime > built]
+    if newer:
+        return f"{stamp.parent} is older than {newer[0].relative_to(repo)} (run `make compiled`)"
+    return None
 
 
 def _queueit_state() -> dict[str, object] | None:
@@ -450,7 +487,13 @@ def _start_queueit(port: int, repo: Path, timeout: float, reuse: Path | None = N
     started = time.monotonic()
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = subprocess.Popen(
-            cmd, cwd=repo, stdin=subprocess.DEVNULL, stdout=out, stderr=err, start_new_session=True
+            cmd,
+            cwd=repo,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+            env=queueit_env(repo),
         )
     _children[proc.pid] = proc
     STATE_DIR.mkdir(parents=True, exist_ok=True)

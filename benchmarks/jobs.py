@@ -278,6 +278,8 @@ def one_run(fw: str, args: argparse.Namespace) -> Run:
     sys.path.insert(0, str(HERE))
     import jobs_app
 
+    from queueit.compiled import build_name
+
     r = jobs_app.Resp()
     r.flushall()
     if setup.broker == "rabbitmq":
@@ -340,6 +342,7 @@ def one_run(fw: str, args: argparse.Namespace) -> Run:
     res["workers"] = [" ".join(worker_command(setup))]
     res["url"] = args.url
     res["queueit_module"] = sys.modules["queueit"].__file__
+    res["queueit_build"] = build_name()
     return res
 
 
@@ -475,7 +478,11 @@ def run_queueit(fw: str, run_no: int, args: argparse.Namespace, tmp: Path, seed:
     if broker is not None:
         cmd += ["--broker-pid", str(broker.pid)]
     try:
-        proc = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True, timeout=1500, check=False)
+        # The child (producer) and its workers run the build QUEUEIT_BUILD picks, as the broker does.
+        env = brokers.queueit_env(args.repo)
+        proc = subprocess.run(
+            cmd, cwd=HERE, env=env, capture_output=True, text=True, timeout=1500, check=False
+        )
     finally:
         if broker is not None:
             brokers.stop("queueit")
@@ -530,6 +537,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # queueit's broker, the enqueuing child and the workers inherit it (PYTHONPATH comes
         # before the venv's editable install of the checkout)
         os.environ["PYTHONPATH"] = str(args.queueit_src.resolve())
+        os.environ["QUEUEIT_BUILD"] = "pure"  # that tree as it is, not build/compiled
+    if any(fw in QUEUEIT for fw in fws) and brokers.queueit_build() == "compiled":
+        problem = brokers.compiled_build_problem(args.repo)
+        if problem is not None:
+            print(f"!! queueit: {problem}")
+            return 1
     ensure_services(fws)
     sitting = time.strftime("%Y%m%dT%H%M%S")
     out: Path = args.out or RESULTS_DIR / f"{time.strftime('%Y-%m-%d')}-jobs.jsonl"
@@ -542,6 +555,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "fwbench": str(args.fwbench_dir),
         "fwbench_hash": fwbench_hash(args.fwbench_dir) if incumbents else None,
         "queueit": sb._versions(["queueit"]).get("queueit"),
+        "queueit_build": brokers.queueit_build(),
         "queueit_src": str(args.queueit_src) if args.queueit_src else None,
         "host": platform.node(),
         "kernel": platform.release(),
@@ -731,7 +745,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--queueit-src",
         type=Path,
         help="run queueit from this src/ directory (e.g. a `git archive COMMIT src` extract), so that a"
-        " sitting measures one fixed version while the checkout changes",
+        " sitting measures one fixed version while the checkout changes; QUEUEIT_BUILD is then ignored",
     )
     # child mode (one queueit run in a fresh interpreter of the queueit venv)
     ap.add_argument("--single", default="", help=argparse.SUPPRESS)

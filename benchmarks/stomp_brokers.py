@@ -494,7 +494,7 @@ def _versions(names: Sequence[str]) -> dict[str, str]:
         elif name == "queueit":
             cmd = ["git", "-C", str(REPO), "describe", "--always", "--dirty"]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=30, check=False)
-            versions[name] = proc.stdout.strip() or "(no commit yet)"
+            versions[name] = f"{proc.stdout.strip() or '(no commit yet)'} ({brokers.queueit_build()} build)"
     return versions
 
 

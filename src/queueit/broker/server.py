@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from .._version import __version__
+from ..compiled import build_name
 from ..stomp import Connect
 from .auth import Authenticator, User, UserDB
 from .config import BrokerSettings, ConfigError
@@ -218,11 +219,12 @@ async def run_broker(
         raise
     where = ", ".join(f"{scheme}://{host}:{port}" for scheme, host, port in server.addresses)
     log.info(
-        "queueit %s ready on %s (data dir %s, store %s)",
+        "queueit %s ready on %s (data dir %s, store %s, %s build)",
         __version__,
         where,
         settings.data_dir,
         server.core.store.capabilities.name,
+        build_name(),
     )
     if on_ready is not None:
         on_ready(server.addresses)
