@@ -17,6 +17,7 @@ import pytest
 
 from queueit.broker.messages import Message
 from queueit.broker.storage import MemoryStore, MessageStore, QueueStore, SyncPolicy
+from queueit.broker.storage import journal as journal_module
 from queueit.broker.storage.durable import DurableStore
 
 
@@ -437,6 +438,60 @@ def test_a_take_during_an_expiry_scan_is_served_when_the_scan_ends(tmp_path: Pat
             store.flush()
         assert ready
         assert ids([durable_take(store, q) for _ in range(3)]) == ["m-0", "m-1", "m-2"]
+    finally:
+        store.close()
+
+
+def test_writes_nobody_waits_for_join_one_batch_until_someone_waits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A lazy wait long enough that only a waiter can end it in this test.
+    monkeypatch.setattr(journal_module, "LAZY_SECONDS", 60.0)
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("q")
+        store.flush()
+        stats = store.journal.stats
+        batches, operations = stats.batches, stats.operations
+        before = store.submitted
+        q.put(msg(1))  # wakes the idle writer, which then holds the batch for more
+        time.sleep(0.05)
+        for i in range(2, 11):  # acks and sends without receipts: they must not end the wait
+            q.put(msg(i))
+        time.sleep(0.3)
+        assert (stats.batches, stats.operations) == (batches, operations)
+        done: list[bool] = []
+        store.when_done(before, done.append)  # a receipt waits: commit now
+        deadline = time.monotonic() + 10
+        while stats.batches == batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert (stats.batches, stats.operations) == (batches + 1, operations + 10)  # one commit
+        store.flush()
+        assert done == [True]
+    finally:
+        store.close()
+
+
+def test_a_read_ends_the_journal_s_lazy_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(journal_module, "LAZY_SECONDS", 60.0)
+    store = DurableStore(tmp_path, window=2, window_bytes=1 << 20)
+    try:
+        q = store.open_queue("q")
+        for i in range(1, 11):
+            q.put(msg(i))
+        store.flush()
+        q.put(msg(11))  # the writer holds this one for more
+        time.sleep(0.05)
+        got: list[Message] = []
+        deadline = time.monotonic() + 10
+        while len(got) < 5 and time.monotonic() < deadline:
+            message = q.take()  # past the RAM window: a read from the journal
+            if message is None:
+                time.sleep(0.005)
+                store.poll()
+            else:
+                got.append(message)
+        assert ids(got) == ["m-1", "m-2", "m-3", "m-4", "m-5"]
     finally:
         store.close()
 

@@ -212,7 +212,11 @@ class Journal:
         self._post = post
         self._ops: deque[tuple[Any, ...]] = deque()
         self._wake = threading.Event()
+        # The writer's two waits, as seen by the loop thread (flags flipped under the GIL):
+        # idle (nothing to do: any operation wakes it) and lazy (holding a batch nobody waits
+        # for: only urgent work, a read or a commit someone waits for, ends the wait early).
         self._idle = False
+        self._lazy = False
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.stats = JournalStats()
@@ -340,7 +344,7 @@ class Journal:
     def submit(self, op: tuple[Any, ...]) -> None:
         """Queue one operation (event-loop thread). Never blocks."""
         self._ops.append(op)
-        self._kick()
+        self._kick(urgent=op[0] == LOAD or op[0] == LOAD_DUE)  # a read: the loop waits for it
 
     def request_sync(self, through: int) -> None:
         """fsync once the first ``through`` operations are committed (event-loop thread)."""
@@ -351,7 +355,7 @@ class Journal:
         """Commit the first ``through`` operations without delay: someone waits for them."""
         if through > self.urgent_through:
             self.urgent_through = through
-            self._kick()
+            self._kick(urgent=True)
 
     def _urgent(self, batch: list[tuple[Any, ...]]) -> bool:
         return (
@@ -360,9 +364,12 @@ class Journal:
             or any(op[0] == LOAD or op[0] == LOAD_DUE for op in batch)
         )
 
-    def _kick(self) -> None:
-        if self._idle:
-            self._idle = False
+    def _kick(self, *, urgent: bool = False) -> None:
+        # Not woken by every write during a lazy wait: with acks arriving every 200 µs, each one
+        # would end the wait, and each batch would again be one write, one commit and one
+        # thread switch.
+        if self._idle or (urgent and self._lazy):
+            self._idle = self._lazy = False
             if self.defer is None:
                 self._wake.set()
             else:
@@ -412,10 +419,10 @@ class Journal:
                     # writes join it. A message whose publish and ack meet in one batch
                     # never touches the disk, and one commit serves them all.
                     self._wake.clear()
-                    self._idle = True
+                    self._lazy = True
                     if not self._stopping and self.urgent_through <= self._processed + len(batch):
                         self._wake.wait(LAZY_SECONDS)
-                    self._idle = False
+                    self._lazy = False
                     batch += [ops.popleft() for _ in range(len(ops))]
             replies: list[tuple[Callable[[list[Row]], None], list[Row]]] = []
             if batch:
