@@ -92,6 +92,8 @@ SET_ATTRIBUTES = 11  # (SET_ATTRIBUTES, queue_id, json_text)
 PUT_RECORD = 12  # (PUT_RECORD, ns, key, value, until, seq)
 DELETE_RECORD = 13  # (DELETE_RECORD, ns, key)
 DROP_RECORDS = 14  # (DROP_RECORDS, ns)
+#: Reads: the loop waits for their answers, so they are never held back in a lazy batch.
+READS = frozenset({LOAD, LOAD_DUE})
 
 Row = tuple[Any, ...]
 Replies = list[tuple[Callable[[list[Row]], None], list[Row]]]
@@ -344,7 +346,7 @@ class Journal:
     def submit(self, op: tuple[Any, ...]) -> None:
         """Queue one operation (event-loop thread). Never blocks."""
         self._ops.append(op)
-        self._kick(urgent=op[0] == LOAD or op[0] == LOAD_DUE)  # a read: the loop waits for it
+        self._kick(urgent=op[0] in READS)
 
     def request_sync(self, through: int) -> None:
         """fsync once the first ``through`` operations are committed (event-loop thread)."""
@@ -358,11 +360,7 @@ class Journal:
             self._kick(urgent=True)
 
     def _urgent(self, batch: list[tuple[Any, ...]]) -> bool:
-        return (
-            self._stopping
-            or self.urgent_through > self._processed
-            or any(op[0] == LOAD or op[0] == LOAD_DUE for op in batch)
-        )
+        return self._stopping or self.urgent_through > self._processed or any(op[0] in READS for op in batch)
 
     def _kick(self, *, urgent: bool = False) -> None:
         # Not woken by every write during a lazy wait: with acks arriving every 200 µs, each one
