@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import logging
 import signal
 from typing import Any
 
+from ..jobs import logs
 from ..jobs.process import load_app
 from ..jobs.scheduler import Scheduler
 from ..transports import TransportError
@@ -51,7 +51,7 @@ def scheduler(args: argparse.Namespace) -> int:
                 ticks.append(t.isoformat())
             print(f"{periodic.describe()}: {', '.join(ticks)}")
         return 0
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logs.configure("")
     try:
         asyncio.run(_run(Scheduler(app)))
     except TransportError as exc:

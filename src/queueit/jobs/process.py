@@ -22,6 +22,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from . import logs
 from .app import App
 from .worker import EXIT_REPLACE, Exit, Worker, WorkerSettings
 
@@ -96,11 +97,7 @@ async def serve(app: App, settings: WorkerSettings, early: list[int] | None = No
 
 
 def main(argv: list[str]) -> int:
-    logging.basicConfig(
-        level=os.environ.get("QUEUEIT_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(levelname)s worker[%(process)d] %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure("worker[%(process)d] ")
     # A stop signal may come while the app is still importing (a reload right after a
     # start): count it, and stop as soon as the worker exists, instead of dying mid-import.
     early: list[int] = []

@@ -29,6 +29,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import logs
 from .process import EXIT_BAD_APP, READY_FD_ENV, settings_to_json
 from .worker import EXIT_REPLACE, WorkerSettings
 
@@ -196,5 +197,5 @@ class Supervisor:
 
 
 def run_supervisor(app_spec: str, settings: WorkerSettings, processes: int) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s supervisor %(message)s")
+    logs.configure("supervisor ")
     return asyncio.run(Supervisor(app_spec, settings, processes).run())
