@@ -36,7 +36,13 @@ def run(level: str | None) -> list[str]:
     if level is not None:
         env["QUEUEIT_LOG_LEVEL"] = level
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT], cwd=REPO, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", SCRIPT],
+        check=False,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
