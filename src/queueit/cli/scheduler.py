@@ -24,7 +24,10 @@ def register(sub: Any) -> None:
             "the other copies out by a unique key; on amqp:// run one scheduler). Ticks from before "
             "the start are not sent; a tick up to 5 minutes late is. SIGTERM/SIGINT stop it."
         ),
-        epilog="Example: queueit scheduler myproject.tasks:app",
+        epilog=(
+            "Logs go to stderr at QUEUEIT_LOG_LEVEL (DEBUG, INFO by default, WARNING, ERROR). "
+            "Example: queueit scheduler myproject.tasks:app"
+        ),
     )
     p.add_argument("app", metavar="MODULE:APP", help="where the queueit.App is, e.g. myproject.tasks:app")
     p.add_argument(

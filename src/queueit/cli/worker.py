@@ -42,7 +42,10 @@ def register(sub: Any) -> None:
             "rest back; a second signal hands them back at once. SIGHUP: restart the processes "
             "gracefully (new code, no job lost)."
         ),
-        epilog="Example: queueit worker myproject.tasks:app --processes 2 --concurrency 16",
+        epilog=(
+            "Logs go to stderr at QUEUEIT_LOG_LEVEL (DEBUG, INFO by default, WARNING, ERROR). "
+            "Example: queueit worker myproject.tasks:app --processes 2 --concurrency 16"
+        ),
     )
     p.add_argument("app", metavar="MODULE:APP", help="where the queueit.App is, e.g. myproject.tasks:app")
     p.add_argument(
