@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -492,6 +493,41 @@ def test_a_read_ends_the_journal_s_lazy_wait(tmp_path: Path, monkeypatch: pytest
             else:
                 got.append(message)
         assert ids(got) == ["m-1", "m-2", "m-3", "m-4", "m-5"]
+    finally:
+        store.close()
+
+
+def test_a_receipt_asked_while_the_writer_takes_its_batch_ends_the_lazy_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The race, made to happen every time: the receipt is asked after the writer took the
+    # batch (finding nobody waiting for it) and before it starts the lazy wait.
+    monkeypatch.setattr(journal_module, "LAZY_SECONDS", 60.0)
+    store = DurableStore(tmp_path)
+    try:
+        q = store.open_queue("q")
+        store.flush()
+        journal = store.journal
+        urgent = journal._urgent
+        taken, asked = threading.Event(), threading.Event()
+
+        def racing(batch: list[tuple[object, ...]]) -> bool:
+            answer = urgent(batch)
+            taken.set()
+            asked.wait(10)
+            return answer
+
+        monkeypatch.setattr(journal, "_urgent", racing)
+        batches = journal.stats.batches
+        before = store.submitted
+        q.put(msg(1))
+        assert taken.wait(10)
+        store.when_done(before, lambda ok: None)  # the writer is between its take and its wait
+        asked.set()
+        deadline = time.monotonic() + 10
+        while journal.stats.batches == batches and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert journal.stats.batches == batches + 1, "the receipt waited out the lazy wait"
     finally:
         store.close()
 

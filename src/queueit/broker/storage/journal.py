@@ -410,18 +410,21 @@ class Journal:
                     if sync_deadline is not None:
                         timeout = min(timeout, sync_deadline - now)
                     self._wake.wait(max(timeout, 0.0))
+                # Lazy from before the batch is taken: a read or a receipt that arrives once the
+                # batch is taken finds the flag set and ends the wait below. (Set after the
+                # take, a kick in between found neither flag and waited out LAZY_SECONDS.)
+                # _idle stays set until _lazy is, so no kick falls between the two.
+                self._wake.clear()
+                self._lazy = True
                 self._idle = False
                 batch = [ops.popleft() for _ in range(len(ops))]
                 if batch and not self._urgent(batch):
                     # Nobody waits for this batch (acks without receipts, say): let more
                     # writes join it. A message whose publish and ack meet in one batch
                     # never touches the disk, and one commit serves them all.
-                    self._wake.clear()
-                    self._lazy = True
-                    if not self._stopping and self.urgent_through <= self._processed + len(batch):
-                        self._wake.wait(LAZY_SECONDS)
-                    self._lazy = False
+                    self._wake.wait(LAZY_SECONDS)
                     batch += [ops.popleft() for _ in range(len(ops))]
+                self._lazy = False
             replies: list[tuple[Callable[[list[Row]], None], list[Row]]] = []
             if batch:
                 try:
