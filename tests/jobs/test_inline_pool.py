@@ -109,12 +109,21 @@ def test_a_stop_during_an_inline_job_lets_it_finish_and_hands_the_waiting_ones_b
 ) -> None:
     worker = start_worker("--pool", "inline", "--concurrency", "4", "--queues", "slow")
     wait_until(lambda: worker.consuming() == 1, "the worker to subscribe")
-    for n in range(3):
-        send(jobs.sleepy, n, seconds=1.5)
+    # The worker process is frozen while the three are sent, so that it reads them in one
+    # pass: the second and third are queued on its loop behind the first before the stop
+    # signal comes, and must not start after the first although the loop has not yet run
+    # the signal's handler.
+    [pid] = worker.pids()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        for n in range(3):
+            send(jobs.sleepy, n, seconds=4.0 if n == 0 else 0.1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
     ledger.wait_for(lambda led: len(led.of("start")) == 1, "the first job to start")
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
-    assert len(ledger.of("end")) == 1  # the running one finished; the two waiting were not run
+    assert [p[1] for p in ledger.of("end")] == ["0"]  # it finished; the two waiting were not run
     assert queue_depth(broker, "slow") == (2, 0)
 
 

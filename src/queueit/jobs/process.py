@@ -89,8 +89,15 @@ async def serve(app: App, settings: WorkerSettings, early: list[int] | None = No
         log.info("%s: %s", signal.Signals(signum).name, "stopping now" if signals > 1 else "stopping")
         worker.stop(now=signals > 1)
 
+    def noted(signum: int, frame: object) -> None:
+        worker.stop_signalled = True
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+        # In place of asyncio's no-op Python-level handler: the C-level one still writes to
+        # the loop's wake-up fd (on_signal runs as before), and this runs at once.
+        signal.signal(signum, noted)
+        signal.siginterrupt(signum, False)  # as asyncio sets it
     for number in early or ():  # read after the handlers are in place: none is missed
         on_signal(number)
     return await worker.run()

@@ -173,6 +173,11 @@ class Worker:
         self._exit = Exit.STOPPED
         self._hurry = False
         self._stopping = False
+        #: A stop signal came (set by its Python-level handler, which runs between bytecodes
+        #: even while an inline job holds the loop). The loop runs stop() only once it next
+        #: polls its file descriptors; jobs received in the same pass as the running one
+        #: would start before that, so an inline job checks this too before it starts.
+        self.stop_signalled = False
         self._started = time.monotonic()
         check_inline(app, self.settings)
         self._inline = self.settings.pool == "inline"
@@ -353,7 +358,7 @@ class Worker:
     async def _handle(self, transport: Transport, delivery: Delivery) -> None:
         if self._inline:
             await self._renew_waiting(delivery)
-            if self._stopping:  # waited behind an inline job while the worker was told to stop
+            if self._stopping or self.stop_signalled:  # waited behind an inline job; told to stop
                 await _quietly(transport.release(delivery))
                 return
         try:
