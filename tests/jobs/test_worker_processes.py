@@ -55,7 +55,7 @@ def test_a_worker_process_killed_mid_job_is_replaced_and_the_job_runs_again(
     start_worker: StartWorker, send: Sender, ledger: Ledger
 ) -> None:
     worker = start_worker("--processes", "1", "--concurrency", "2")
-    send(jobs.sleepy, 1, seconds=1.0)
+    send(jobs.sleepy, 1, seconds=5.0)  # still running when the kill comes, on a loaded machine too
     ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
     victim = int(ledger.of("start")[0][2])
     os.kill(victim, signal.SIGKILL)
@@ -74,7 +74,7 @@ def test_sigterm_lets_running_jobs_finish_and_leaves_queued_ones_queued(
     start_worker: StartWorker, send: Sender, ledger: Ledger, broker: BrokerProcess
 ) -> None:
     worker = start_worker("--processes", "1", "--concurrency", "1", "--shutdown-timeout", "10")
-    send(jobs.sleepy, 1, seconds=1.5)
+    send(jobs.sleepy, 1, seconds=4.0)  # still running when the signal comes
     send(jobs.sleepy, 2, seconds=0.1)
     ledger.wait_for(lambda led: len(led.of("start")) == 1, "the first job to start")
     worker.signal(signal.SIGTERM)
@@ -112,6 +112,8 @@ def test_a_second_signal_hands_running_jobs_back_at_once(
     worker.signal(signal.SIGINT)
     assert worker.wait(10) == 0
     assert ledger.of("end") == []
+    # Forwarded as a different signal, so that it cannot merge with the first one.
+    assert "SIGINT: stopping now" in worker.log()
     wait_until(lambda: queue_depth(broker, "slow") == (1, 0), "the job back in its queue")
 
 
@@ -188,9 +190,10 @@ def test_a_sync_job_over_its_hard_timeout_fails_and_its_process_is_replaced(
 def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
     start_worker: StartWorker, send: Sender, ledger: Ledger
 ) -> None:
-    one = start_worker("--processes", "1", "--lease", "1")
-    two = start_worker("--processes", "1", "--lease", "1")
-    send(jobs.sleepy, 1, seconds=4.0)
+    # Renewed every third of the lease: a 2 s stall of a loaded machine is still in time.
+    one = start_worker("--processes", "1", "--lease", "3")
+    two = start_worker("--processes", "1", "--lease", "3")
+    send(jobs.sleepy, 1, seconds=8.0)
     ledger.wait_for(lambda led: len(led.of("end")) == 1, "the long job", timeout=30)
     assert len(ledger.of("start")) == 1
     for worker in (one, two):

@@ -6,7 +6,8 @@
   that doubles from 0.5 s to 30 s, and resets once a process has run for a minute. Its
   unfinished jobs come back from the broker on their own (their connection dropped).
 * SIGTERM/SIGINT: forwarded once to every process (stop taking jobs, finish running ones up to
-  the shutdown timeout, hand back the rest); a second signal is forwarded too (hand back now).
+  the shutdown timeout, hand back the rest); a second signal is forwarded too, as SIGINT
+  (hand back now).
 * SIGHUP: a graceful reload: fresh processes start (importing the code anew), then the old
   ones are told to stop as with SIGTERM; no job is lost, none is refused meanwhile.
 
@@ -115,19 +116,19 @@ class Supervisor:
         log.info("worker process %d started (slot %d)", process.pid, slot.index)
         self._watch(slot, process)
 
-    def _terminate(self, process: asyncio.subprocess.Process) -> None:
-        """SIGTERM ``process`` once it is ready to take it."""
+    def _terminate(self, process: asyncio.subprocess.Process, signum: int = signal.SIGTERM) -> None:
+        """Send ``process`` a stop signal (SIGTERM or SIGINT) once it is ready to take it."""
         ready = self._ready.get(process.pid)
         if ready is None or ready.is_set():
             if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
             return
 
         async def when_ready() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ready.wait(), STARTUP_TIMEOUT)
             if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
+                process.send_signal(signum)
 
         self._background(when_ready())
 
@@ -174,10 +175,13 @@ class Supervisor:
         self.stopping += 1
         what = "handing running jobs back now" if self.stopping > 1 else "stopping"
         log.info("%s: %s", signal.Signals(signum).name, what)
+        # The second stop goes out as SIGINT (a worker counts either): two SIGTERMs sent
+        # before the process ran would merge into one pending signal, and the second be lost.
+        forward = signal.SIGTERM if self.stopping == 1 else signal.SIGINT
         for slot in self.slots:
             for process in [slot.process, *slot.retired]:
                 if process is not None:
-                    self._terminate(process)
+                    self._terminate(process, forward)
         self._wake.set()
 
     def _on_reload(self) -> None:
