@@ -115,14 +115,14 @@ def test_clock_without_intervals_has_no_deadline() -> None:
     assert clock.check(1e9) is BeatAction.NOTHING
 
 
-def test_clock_send_beat_after_send_interval_idle() -> None:
+def test_clock_sends_a_beat_after_half_the_send_interval_idle() -> None:
     clock = HeartbeatClock.start(1000, 0, 2.0, now=100.0)
+    assert clock.next_deadline() == 100.5
+    assert clock.check(100.499) is BeatAction.NOTHING
+    assert clock.check(100.5) is BeatAction.SEND_BEAT
+    clock.last_sent = 100.5
     assert clock.next_deadline() == 101.0
-    assert clock.check(100.999) is BeatAction.NOTHING
-    assert clock.check(101.0) is BeatAction.SEND_BEAT
-    clock.last_sent = 101.0
-    assert clock.next_deadline() == 102.0
-    assert clock.check(101.5) is BeatAction.NOTHING
+    assert clock.check(100.9) is BeatAction.NOTHING
 
 
 def test_clock_late_beat_within_grace_is_fine() -> None:
@@ -137,7 +137,7 @@ def test_clock_late_beat_within_grace_is_fine() -> None:
 
 def test_clock_beyond_grace_is_peer_dead_even_when_a_beat_is_due() -> None:
     clock = HeartbeatClock.start(500, 1000, 1.5, now=0.0)
-    assert clock.next_deadline() == 0.5
+    assert clock.next_deadline() == 0.25
     assert clock.check(1.49) is BeatAction.SEND_BEAT
     assert clock.check(1.5) is BeatAction.PEER_DEAD
 
@@ -175,27 +175,29 @@ def test_accept_without_client_heartbeat_turns_beats_off() -> None:
 
 def test_server_timers_with_fake_now() -> None:
     conn, _ = connected_server("1000,3000", server_hb=(1000, 1000), now=100.0)
-    # send every 3 s, expect a beat every 1 s, dead after 2 s (grace 2.0)
+    # send every 3 s (a beat after 1.5 s), expect a beat every 1 s, dead after 2 s (grace 2.0)
     assert conn.heartbeat_intervals == (3.0, 1.0)
-    assert conn.next_deadline() == 102.0
+    assert conn.next_deadline() == 101.5
     assert conn.on_timer(101.0) is BeatAction.NOTHING
-    conn.receive_data(EOL, 101.5)  # any byte proves the peer alive
-    assert conn.next_deadline() == 103.0
-    assert conn.on_timer(102.5) is BeatAction.NOTHING
-    assert conn.on_timer(103.0) is BeatAction.SEND_BEAT  # 3 s since accept, the CONNECTED frame
-    assert conn.next_deadline() == 103.5
-    assert conn.on_timer(103.4) is BeatAction.NOTHING
-    assert conn.on_timer(103.5) is BeatAction.PEER_DEAD
+    conn.receive_data(EOL, 101.4)  # any byte proves the peer alive
+    assert conn.next_deadline() == 101.5
+    assert conn.on_timer(101.5) is BeatAction.SEND_BEAT  # 1.5 s since accept, the CONNECTED frame
+    assert conn.next_deadline() == pytest.approx(103.0)
+    assert conn.on_timer(102.9) is BeatAction.NOTHING
+    assert conn.on_timer(103.0) is BeatAction.SEND_BEAT
+    assert conn.next_deadline() == pytest.approx(103.4)
+    assert conn.on_timer(103.39) is BeatAction.NOTHING
+    assert conn.on_timer(103.4) is BeatAction.PEER_DEAD
 
 
 def test_note_sent_postpones_the_beat() -> None:
     conn, _ = connected_server("0,1000", server_hb=(1000, 0), now=0.0)
     assert conn.heartbeat_intervals == (1.0, 0.0)
-    conn.note_sent(0.9)
-    assert conn.on_timer(1.0) is BeatAction.NOTHING
-    assert conn.next_deadline() == pytest.approx(1.9)
-    assert conn.on_timer(1.9) is BeatAction.SEND_BEAT
-    assert conn.next_deadline() == pytest.approx(2.9)
+    conn.note_sent(0.4)
+    assert conn.on_timer(0.5) is BeatAction.NOTHING
+    assert conn.next_deadline() == pytest.approx(0.9)
+    assert conn.on_timer(0.9) is BeatAction.SEND_BEAT
+    assert conn.next_deadline() == pytest.approx(1.4)
 
 
 def test_heartbeats_are_counted_by_the_parser_after_accept() -> None:
@@ -244,18 +246,20 @@ def test_client_derives_the_same_intervals_from_connected() -> None:
     event = client.next_event(50.0)
     assert isinstance(event, Connected)
     assert event.heartbeat == (1000, 4000)
-    # client sends every 4 s, expects a beat every 1 s (dead after 2 s with grace 2.0)
+    # client sends every 4 s (a beat after 2 s), expects a beat every 1 s (dead after 2 s, grace 2.0)
     assert client.next_deadline() == 52.0
     assert client.on_timer(51.0) is BeatAction.NOTHING
     client.receive_data(b"\n", 51.0)
     assert client.next_event(51.0) is None
-    assert client.next_deadline() == 53.0
+    assert client.next_deadline() == 52.0  # its own beat, 2 s after CONNECT
     client.note_sent(52.0)
+    assert client.next_deadline() == 53.0  # the server's beat, late
     assert client.on_timer(53.0) is BeatAction.PEER_DEAD
     client.receive_data(b"\n", 53.0)
-    assert client.on_timer(54.0) is BeatAction.NOTHING
-    assert client.on_timer(55.0) is BeatAction.PEER_DEAD
+    assert client.on_timer(53.9) is BeatAction.NOTHING
+    assert client.on_timer(54.0) is BeatAction.SEND_BEAT
     assert client.on_timer(54.9) is BeatAction.NOTHING
+    assert client.on_timer(55.0) is BeatAction.PEER_DEAD
 
 
 def test_client_sends_beats() -> None:
@@ -267,6 +271,6 @@ def test_client_sends_beats() -> None:
     assert isinstance(server.next_event(), Connect)
     client.receive_data(server.accept("s", 0.0), 0.0)
     assert isinstance(client.next_event(0.0), Connected)
+    assert client.next_deadline() == 0.5
+    assert client.on_timer(0.5) is BeatAction.SEND_BEAT
     assert client.next_deadline() == 1.0
-    assert client.on_timer(1.0) is BeatAction.SEND_BEAT
-    assert client.next_deadline() == 2.0
