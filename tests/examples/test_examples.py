@@ -41,15 +41,16 @@ def env(broker: BrokerProcess, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+def spawn(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """Start a process (stopped with SIGTERM at teardown); returns where its output goes."""
     started: list[tuple[subprocess.Popen[bytes], Path]] = []
 
-    def start(*argv: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    def start(*argv: str, env: dict[str, str]) -> Path:
         log_path = tmp_path / f"proc-{len(started)}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         started.append((proc, log_path))
-        return proc
+        return log_path
 
     yield start
     for proc, log_path in started:
@@ -63,13 +64,18 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
         assert "Traceback" not in log_path.read_text(errors="replace"), log_path.read_text()
 
 
-def worker(spawn: Callable[..., subprocess.Popen[bytes]], app: str, env: dict[str, str]) -> None:
-    spawn(sys.executable, "-m", "queueit", "worker", app, "--processes", "1", env=env)
+def worker(spawn: Callable[..., Path], app: str, env: dict[str, str]) -> None:
+    """Start a worker and wait until it consumes: an event emitted before its listener
+    group's queue is bound reaches nobody (that is what a topic is)."""
+    log = spawn(sys.executable, "-m", "queueit", "worker", app, "--processes", "1", env=env)
+    wait_until(
+        lambda: " taking jobs from " in log.read_text(errors="replace"), f"{app} to consume", timeout=30
+    )
 
 
 @pytest.mark.php
 def test_the_talks_email_queue_end_to_end(
-    env: dict[str, str], spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path, broker: BrokerProcess
+    env: dict[str, str], spawn: Callable[..., Path], tmp_path: Path, broker: BrokerProcess
 ) -> None:
     php = shutil.which("php")
     require(php is not None, "php-cli is not installed (scripts/ci-deps installs php-cli and php-stomp)")
@@ -123,9 +129,7 @@ def test_the_talks_email_queue_end_to_end(
     assert invalid["error"] == "EmailQueue.validate() refused the message"
 
 
-def test_the_thumbnail_pipeline(
-    env: dict[str, str], spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def test_the_thumbnail_pipeline(env: dict[str, str], spawn: Callable[..., Path], tmp_path: Path) -> None:
     out = tmp_path / "thumbs"
     env = dict(env, THUMBNAILS_DIR=str(out))
     image = tmp_path / "photo.ppm"
@@ -146,7 +150,8 @@ def test_the_thumbnail_pipeline(
     )
     assert "pipeline started" in sent.stdout
     index = out / "gallery.jsonl"
-    wait_until(index.exists, "the published thumbnail")
+    # Whole lines only: the file exists from its open(), before its line is written.
+    wait_until(lambda: index.exists() and index.read_text().endswith("\n"), "the published thumbnail")
     [entry] = [json.loads(line) for line in index.read_text().splitlines()]
     thumbnail = Path(entry["thumbnail"])
     assert thumbnail.name == "photo-64-framed.ppm"
@@ -154,14 +159,11 @@ def test_the_thumbnail_pipeline(
     assert header[:3] == [b"P6", b"64 43", b"255"]
 
 
-def test_event_listeners(
-    env: dict[str, str], spawn: Callable[..., subprocess.Popen[bytes]], tmp_path: Path
-) -> None:
+def test_event_listeners(env: dict[str, str], spawn: Callable[..., Path], tmp_path: Path) -> None:
     out = tmp_path / "events"
     env = dict(env, EVENTS_DIR=str(out))
     worker(spawn, "examples.events.tasks:app", env)
     worker(spawn, "examples.events.tasks:app", env)  # two workers: each event once per group
-    time.sleep(1.5)  # the listener groups exist once a worker listens
     subprocess.run(
         [sys.executable, "-m", "examples.events.emit", "alice@example.com", "bob@example.com"],
         env=env,

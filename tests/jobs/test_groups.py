@@ -15,7 +15,8 @@ def test_the_callback_runs_once_after_every_member_even_when_a_member_is_killed_
     start_worker: Callable[..., WorkerProcess], send: Sender, ledger: Ledger
 ) -> None:
     worker = start_worker("--processes", "2", "--concurrency", "4")
-    members = [jobs.square.s(n, seconds=1.5 if n == 0 else 0.05) for n in range(8)]
+    # Member 0 runs long enough to be killed mid-run after the seven short ones, when loaded too.
+    members = [jobs.square.s(n, seconds=6.0 if n == 0 else 0.05) for n in range(8)]
     # The test's app sends through this test's broker; it knows the sample app's jobs by name.
     send.app.handlers.update({j.name: j for j in (jobs.square, jobs.total)})
     send.app.group(*members).then(jobs.total.s("squares")).send()

@@ -69,7 +69,7 @@ def test_a_job_of_a_killed_worker_runs_again_on_rabbitmq(
     start_worker: StartWorker, send: Sender, ledger: Ledger
 ) -> None:
     worker = start_worker("--processes", "1")
-    send(jobs.sleepy, 1, seconds=1.0)
+    send(jobs.sleepy, 1, seconds=5.0)  # still running when the kill comes
     ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
     os.kill(int(ledger.of("start")[0][2]), signal.SIGKILL)
     ledger.wait_for(lambda led: len(led.of("end")) == 1, "the job to run again", timeout=60)

@@ -21,6 +21,7 @@ from queueit.transports import (
     Delivery,
     MemberReport,
     Outgoing,
+    StoredMessage,
     Transport,
     TransportClosed,
     TransportRefused,
@@ -68,6 +69,15 @@ async def get(t: Transport, timeout: float = 5.0) -> Delivery:
 async def nothing(t: Transport, timeout: float = 0.3) -> None:
     delivery = await t.next_delivery(timeout)
     assert delivery is None, f"unexpected delivery {delivery.body!r}"
+
+
+async def dead_letters(t: Transport, queue: str, count: int, timeout: float = 10.0) -> list[StoredMessage]:
+    """``queue``'s dead letters once there are ``count`` of them, or what there is after
+    ``timeout`` s: RabbitMQ dead-letters a message past its delivery limit on its own time."""
+    deadline = time.monotonic() + timeout
+    while len(dead := await t.dead_letters(queue, 10)) < count and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    return dead
 
 
 @scenario
@@ -167,11 +177,11 @@ async def a_lease_that_runs_out_returns_the_message_to_another_consumer(b: Backe
             await slow.ack(held)
             return
         await slow.publish(q, Outgoing(b"long"))
-        await slow.consume(q, prefetch=1, lease=0.4)
+        await slow.consume(q, prefetch=1, lease=1.5)
         held = await get(slow)
         await other.consume(q, prefetch=1, lease=30)
-        await nothing(other, 0.2)
-        again = await get(other, 5.0)
+        await nothing(other, 0.3)  # a second of slack on the lease for a loaded machine
+        again = await get(other, 8.0)
         assert (again.message_id, again.redelivered, again.delivery_count) == (held.message_id, True, 2)
         await other.ack(again)
 
@@ -181,14 +191,14 @@ async def an_extended_lease_keeps_the_message(b: Backend) -> None:
     q = fresh()
     async with b.open() as worker, b.open() as other:
         await worker.publish(q, Outgoing(b"long"))
-        await worker.consume(q, prefetch=1, lease=0.5)
+        await worker.consume(q, prefetch=1, lease=2.0)
         held = await get(worker)
         await other.consume(q, prefetch=1, lease=30)
-        for _ in range(5):  # 1.5 s in all: three times the lease
-            await worker.extend(held, 0.5)
-            await nothing(other, 0.3)
+        for _ in range(8):  # 4 s in all: twice the lease; 1.5 s of slack at each extension
+            await worker.extend(held, 2.0)
+            await nothing(other, 0.5)
         await worker.ack(held)
-        await nothing(other, 0.7)
+        await nothing(other, 2.5)  # past the last extension: the ack, not the lease, kept it
 
 
 @scenario
@@ -299,7 +309,7 @@ async def a_message_given_back_too_often_is_dead_lettered(b: Backend) -> None:
             assert d.delivery_count == count
             await t.release(d)
         await nothing(t, 0.5)
-        dead = await t.dead_letters(q, 10)
+        dead = await dead_letters(t, q, 1)
         assert [(m.body, m.reason) for m in dead] == [(b"poison", "max-deliveries")]
 
 

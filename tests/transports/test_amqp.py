@@ -12,7 +12,7 @@ from queueit.transports import Outgoing, TransportClosed, TransportRefused, open
 from queueit.transports.amqp import MAX_DELIVERIES, AmqpTransport, delay_bucket
 
 from ..rabbitmq import RabbitNode, free_port
-from .contract import Backend, fresh, get, nothing
+from .contract import Backend, dead_letters, fresh, get, nothing
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_delayed_release_keeps_the_count_up_to_the_dead_letter_queue(quorum: B
                 # Alternate: RabbitMQ counts the plain releases, our header the delayed ones.
                 await t.release(d, delay=0.01 if count % 2 else 0)
             await nothing(t, 0.3)
-            [dead] = await t.dead_letters(q, 10)
+            [dead] = await dead_letters(t, q, 1)
             assert (dead.body, dead.reason) == (b"slow poison", "max-deliveries")
             assert dead.headers["x-dead-letter-deliveries"] == str(MAX_DELIVERIES)
             assert "x-queueit-deliveries" not in dead.headers
@@ -77,7 +77,7 @@ def test_lost_connections_count_too(quorum: Backend) -> None:
         async with quorum.open() as t:
             await t.consume(q, prefetch=1, lease=30)
             await nothing(t, 0.3)
-            [dead] = await t.dead_letters(q, 10)
+            [dead] = await dead_letters(t, q, 1)
             assert dead.reason == "max-deliveries"  # RabbitMQ's delivery_limit
             assert dead.headers["x-dead-letter-queue"] == q
             assert [m.message_id for m in await t.dead_letters(q, 10)] == [dead.message_id]  # not taken
