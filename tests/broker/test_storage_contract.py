@@ -20,6 +20,7 @@ from queueit.broker.messages import Message
 from queueit.broker.storage import MemoryStore, MessageStore, QueueStore, SyncPolicy
 from queueit.broker.storage import journal as journal_module
 from queueit.broker.storage.durable import DurableStore
+from queueit.broker.storage.journal import JournalStats
 
 
 class Harness:
@@ -443,6 +444,13 @@ def test_a_take_during_an_expiry_scan_is_served_when_the_scan_ends(tmp_path: Pat
         store.close()
 
 
+def wait_for_a_commit(stats: JournalStats, batches: int, timeout: float = 10.0) -> None:
+    """Poll until the journal's writer has committed a batch after its first ``batches``."""
+    deadline = time.monotonic() + timeout
+    while stats.batches == batches and time.monotonic() < deadline:
+        time.sleep(0.005)
+
+
 def test_writes_nobody_waits_for_join_one_batch_until_someone_waits(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -463,9 +471,7 @@ def test_writes_nobody_waits_for_join_one_batch_until_someone_waits(
         assert (stats.batches, stats.operations) == (batches, operations)
         done: list[bool] = []
         store.when_done(before, done.append)  # a receipt waits: commit now
-        deadline = time.monotonic() + 10
-        while stats.batches == batches and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_a_commit(stats, batches)
         assert (stats.batches, stats.operations) == (batches + 1, operations + 10)  # one commit
         store.flush()
         assert done == [True]
@@ -524,9 +530,7 @@ def test_a_receipt_asked_while_the_writer_takes_its_batch_ends_the_lazy_wait(
         assert taken.wait(10)
         store.when_done(before, lambda ok: None)  # the writer is between its take and its wait
         asked.set()
-        deadline = time.monotonic() + 10
-        while journal.stats.batches == batches and time.monotonic() < deadline:
-            time.sleep(0.005)
+        wait_for_a_commit(journal.stats, batches)
         assert journal.stats.batches == batches + 1, "the receipt waited out the lazy wait"
     finally:
         store.close()
