@@ -17,7 +17,7 @@ from queueit.broker.errors import InvalidHeader, QueueFull
 from queueit.broker.exchanges import ExchangeType
 from queueit.broker.messages import Message
 from queueit.broker.queue_settings import MAX_MS, QueuePolicy, QueueSettings, QueueSettingsTable
-from queueit.broker.queues import Queue, Subscription
+from queueit.broker.queues import COMPACT_MIN, Queue, Subscription
 from queueit.broker.storage import MemoryStore, MessageStore
 from queueit.broker.storage.durable import DurableStore
 from queueit.stomp import AckMode, Limits
@@ -1070,6 +1070,22 @@ def test_client_mode_deliveries_are_leased_too() -> None:
     assert [(d.message.body, d.message.redelivered) for d in again] == [(b"1", True), (b"2", True)]
     core.handle(consumer, ack(first[1].message.id))  # redelivered to this connection: a real ACK
     assert queue(core, "q").acked == 2
+
+
+def test_settled_leases_are_dropped_in_small_rebuilds_not_kept_until_they_run_out() -> None:
+    core, _ = make(policy("q", visibility_timeout=600_000))  # nothing runs out in this test
+    producer, _ = connect(core)
+    consumer, out = connect(core)
+    core.handle(consumer, subscribe("/queue/q", "s", CI, **{"prefetch-count": "8"}))
+    largest = 0
+    for n in range(5 * COMPACT_MIN):
+        core.handle(producer, send("/queue/q", b"%d" % n))
+        for d in out.take():
+            core.handle(consumer, ack(d.message.id))
+        largest = max(largest, len(core.leases))
+    # Stale entries of acked messages: at most COMPACT_MIN beyond twice the 8 in flight.
+    assert largest <= COMPACT_MIN + 2 * 8 + 1
+    assert len(core.leases) < largest  # rebuilt, more than once in 5 * COMPACT_MIN acks
 
 
 def test_auto_ack_deliveries_are_not_leased() -> None:
