@@ -451,32 +451,39 @@ def wait_for_a_commit(stats: JournalStats, batches: int, timeout: float = 10.0) 
         time.sleep(0.005)
 
 
-def test_writes_nobody_waits_for_join_one_batch_until_someone_waits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A lazy wait long enough that only a waiter can end it in this test.
+@pytest.fixture
+def held_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[DurableStore, QueueStore]]:
+    """A durable store and its queue, flushed; the journal holds a batch nobody waits for up
+    to 60 s: in a test, only a waiter (or a read) ends that wait."""
     monkeypatch.setattr(journal_module, "LAZY_SECONDS", 60.0)
     store = DurableStore(tmp_path)
     try:
         q = store.open_queue("q")
         store.flush()
-        stats = store.journal.stats
-        batches, operations = stats.batches, stats.operations
-        before = store.submitted
-        q.put(msg(1))  # wakes the idle writer, which then holds the batch for more
-        time.sleep(0.05)
-        for i in range(2, 11):  # acks and sends without receipts: they must not end the wait
-            q.put(msg(i))
-        time.sleep(0.3)
-        assert (stats.batches, stats.operations) == (batches, operations)
-        done: list[bool] = []
-        store.when_done(before, done.append)  # a receipt waits: commit now
-        wait_for_a_commit(stats, batches)
-        assert (stats.batches, stats.operations) == (batches + 1, operations + 10)  # one commit
-        store.flush()
-        assert done == [True]
+        yield store, q
     finally:
         store.close()
+
+
+def test_writes_nobody_waits_for_join_one_batch_until_someone_waits(
+    held_store: tuple[DurableStore, QueueStore],
+) -> None:
+    store, q = held_store
+    stats = store.journal.stats
+    batches, operations = stats.batches, stats.operations
+    before = store.submitted
+    q.put(msg(1))  # wakes the idle writer, which then holds the batch for more
+    time.sleep(0.05)
+    for i in range(2, 11):  # acks and sends without receipts: they must not end the wait
+        q.put(msg(i))
+    time.sleep(0.3)
+    assert (stats.batches, stats.operations) == (batches, operations)
+    done: list[bool] = []
+    store.when_done(before, done.append)  # a receipt waits: commit now
+    wait_for_a_commit(stats, batches)
+    assert (stats.batches, stats.operations) == (batches + 1, operations + 10)  # one commit
+    store.flush()
+    assert done == [True]
 
 
 def test_a_read_ends_the_journal_s_lazy_wait(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -504,36 +511,30 @@ def test_a_read_ends_the_journal_s_lazy_wait(tmp_path: Path, monkeypatch: pytest
 
 
 def test_a_receipt_asked_while_the_writer_takes_its_batch_ends_the_lazy_wait(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    held_store: tuple[DurableStore, QueueStore], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The race, made to happen every time: the receipt is asked after the writer took the
     # batch (finding nobody waiting for it) and before it starts the lazy wait.
-    monkeypatch.setattr(journal_module, "LAZY_SECONDS", 60.0)
-    store = DurableStore(tmp_path)
-    try:
-        q = store.open_queue("q")
-        store.flush()
-        journal = store.journal
-        urgent = journal._urgent
-        taken, asked = threading.Event(), threading.Event()
+    store, q = held_store
+    journal = store.journal
+    urgent = journal._urgent
+    taken, asked = threading.Event(), threading.Event()
 
-        def racing(batch: list[tuple[object, ...]]) -> bool:
-            answer = urgent(batch)
-            taken.set()
-            asked.wait(10)
-            return answer
+    def racing(batch: list[tuple[object, ...]]) -> bool:
+        answer = urgent(batch)
+        taken.set()
+        asked.wait(10)
+        return answer
 
-        monkeypatch.setattr(journal, "_urgent", racing)
-        batches = journal.stats.batches
-        before = store.submitted
-        q.put(msg(1))
-        assert taken.wait(10)
-        store.when_done(before, lambda ok: None)  # the writer is between its take and its wait
-        asked.set()
-        wait_for_a_commit(journal.stats, batches)
-        assert journal.stats.batches == batches + 1, "the receipt waited out the lazy wait"
-    finally:
-        store.close()
+    monkeypatch.setattr(journal, "_urgent", racing)
+    batches = journal.stats.batches
+    before = store.submitted
+    q.put(msg(1))
+    assert taken.wait(10)
+    store.when_done(before, lambda ok: None)  # the writer is between its take and its wait
+    asked.set()
+    wait_for_a_commit(journal.stats, batches)
+    assert journal.stats.batches == batches + 1, "the receipt waited out the lazy wait"
 
 
 def test_interval_policy_receipts_at_commit_and_fsyncs_within_the_interval(tmp_path: Path) -> None:
