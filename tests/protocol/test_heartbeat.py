@@ -253,7 +253,7 @@ def test_client_derives_the_same_intervals_from_connected() -> None:
     assert client.next_event(51.0) is None
     assert client.next_deadline() == 52.0  # its own beat, 2 s after CONNECT
     client.note_sent(52.0)
-    assert client.next_deadline() == 53.0  # the server's beat, late
+    assert client.next_deadline() == 53.0  # the server is dead unless a byte comes by then
     assert client.on_timer(53.0) is BeatAction.PEER_DEAD
     client.receive_data(b"\n", 53.0)
     assert client.on_timer(53.9) is BeatAction.NOTHING
