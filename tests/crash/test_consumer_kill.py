@@ -8,6 +8,7 @@ The broker itself keeps running.
 from __future__ import annotations
 
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,4 +95,50 @@ def test_killed_consumer_gives_back_what_it_held(tmp_path: Path, mode: str) -> N
             holder.wait()
             if holder.stdout is not None:
                 holder.stdout.close()
+        broker.ensure_dead()
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+def test_a_consumer_killed_with_corked_acks_loses_none_of_them(tmp_path: Path) -> None:
+    """ACKs held by a corked socket (the inline pool's coalescing) reach the broker even when
+    the process dies before the cork is lifted: the kernel sends them as it closes the socket."""
+    broker = CrashBroker.start(tmp_path / "data", tmp_path / "broker.log")
+    queue, prefetch, acks = "/queue/corked", 8, 5
+    keys = [f"c{i}" for i in range(prefetch)]
+    try:
+        with client(broker.address) as producer:
+            for key in keys:
+                producer.send(
+                    queue, body_for(key), headers={"persistent": "true", "x-key": key}, receipt=True
+                )
+        args = [*map(str, broker.address), queue, str(prefetch), str(acks)]
+        acker = subprocess.run(
+            [sys.executable, "-m", "tests.crash.corked_acker", *args],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,  # it ends itself with SIGKILL
+        )
+        assert acker.returncode == -signal.SIGKILL, acker.stderr
+        lines = [line.split() for line in acker.stdout.splitlines()]
+        acked = [key for word, key in lines if word == "ACKED"]
+        unsent = [int(n) for word, n in lines if word == "UNSENT"]
+        assert len(acked) == acks, acker.stdout
+        assert len(unsent) == 1, acker.stdout
+        assert unsent[0] > 0, f"the ACKs were on the wire already: {acker.stdout}"
+
+        with client(broker.address) as other:
+            other.subscribe(queue, ack="client-individual", prefetch=prefetch)
+            again = [other.receive(REDELIVERY_SECONDS) for _ in range(prefetch - acks)]
+            assert sorted(_key(m) for m in again) == sorted(set(keys) - set(acked))
+            for m in again:
+                other.ack(m)
+            other.send(queue, b"end", headers={"x-key": "end"}, receipt=True)
+            last = other.receive(REDELIVERY_SECONDS)
+            assert _key(last) == "end", f"an acked message came back: {_key(last)}"
+            other.ack(last, receipt=True)
+        assert broker.terminate() == 0
+        assert broker.bad_log_lines() == []
+    finally:
         broker.ensure_dead()

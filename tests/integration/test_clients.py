@@ -64,6 +64,33 @@ def test_async_client_round_trip(broker: BrokerProcess) -> None:
     assert asyncio.run(main()) == [b"queue", b"topic"]
 
 
+@pytest.mark.skipif(not hasattr(socket, "TCP_CORK"), reason="TCP_CORK is Linux's")
+def test_a_corked_async_client_sends_everything_and_a_receipt_uncorks_it(broker: BrokerProcess) -> None:
+    async def main() -> tuple[list[bytes], list[bool]]:
+        states = []
+        async with AsyncClient(*broker.address) as producer, AsyncClient(*broker.address) as consumer:
+            await consumer.subscribe("/queue/corked", ack="client-individual", prefetch=10, receipt=True)
+            producer.cork(True)
+            states.append(producer.corked)
+            for n in range(3):
+                await producer.send("/queue/corked", str(n).encode())  # held: no receipt asked
+            states.append(producer.corked)
+            await producer.send("/queue/corked", b"3", receipt=True)  # uncorks before it waits
+            states.append(producer.corked)
+            got = []
+            for _ in range(4):
+                message = await consumer.receive(timeout=5)
+                got.append(message.body)
+                consumer.cork(True)  # ACKs held, then the one with a receipt takes them along
+                await consumer.ack(message, receipt=message.body == b"3")
+            states.append(consumer.corked)
+            return got, states
+
+    got, states = asyncio.run(main())
+    assert got == [b"0", b"1", b"2", b"3"]
+    assert states == [True, True, False, False]
+
+
 def test_many_producers_and_consumers_lose_nothing(broker: BrokerProcess) -> None:
     per_producer, producers, consumers = 500, 4, 4
     expected = {f"{p}-{i}".encode() for p in range(producers) for i in range(per_producer)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -11,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from queueit.jobs import App, SendOptions, WorkerSettings
+from queueit.jobs import App, SendOptions, Worker, WorkerSettings
 from queueit.jobs.worker import check_inline
+from queueit.transports.memory import MemoryTransport, shared_broker
 
 from ..conftest import BrokerProcess, start_broker, wait_until
 from . import sample_app as jobs
@@ -188,3 +190,40 @@ def test_an_inline_job_longer_than_the_heartbeat_keeps_its_connection(tmp_path: 
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(30) == 0
         broker.stop()
+
+
+def test_the_inline_pool_coalesces_settles_while_jobs_of_its_connection_wait() -> None:
+    """Settles are coalesced while more deliveries of the same transport wait behind the job
+    starting; the last one turns it off, so its ACK and those before it go out at once."""
+    calls: list[tuple[bool, int]] = []  # (on, jobs done when asked)
+    done: list[int] = []
+    name = "inline-coalesce"
+
+    class Recording(MemoryTransport):
+        def coalesce(self, on: bool) -> None:
+            calls.append((on, len(done)))
+
+    app = App(f"memory://{name}", transport_factory=lambda: Recording(shared_broker(name)))
+
+    @app.job(queue="quick")
+    def quick(n: int) -> None:
+        done.append(n)
+
+    for n in range(5):
+        quick.send(n)
+    worker = Worker(app, WorkerSettings(pool="inline", concurrency=8))
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(worker.run())
+        for _ in range(1000):
+            if len(done) == 5:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await running
+
+    asyncio.run(scenario())
+    app.close()
+    assert done == [0, 1, 2, 3, 4]
+    assert calls[-1] == (False, 4), calls  # the last job: nothing waits, what is held goes out
+    assert (True, 0) in calls, calls  # the first job, with four behind it

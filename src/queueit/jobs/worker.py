@@ -32,6 +32,11 @@ then (invariants):
   had not read yet.
 * A stop signal is handled when the running job returns; deliveries not started by then are
   handed back.
+* While deliveries of the same connection wait behind the one starting, its settles are
+  coalesced (:meth:`Transport.coalesce`): a run of short jobs sends its ACKs in one packet,
+  which wakes the broker once instead of once per job. The last waiting job turns it off,
+  which sends the ACKs held so far. An ACK never waits more than 200 ms (the kernel's
+  ceiling), and it is written to the socket at once, so a worker that dies loses none.
 
 Ownership: everything here belongs to the worker's event loop. Sync jobs run in a thread
 pool (or inline, on the loop's thread) and only hand their result back through the loop.
@@ -361,6 +366,7 @@ class Worker:
             if self._stopping or self.stop_signalled:  # waited behind an inline job; told to stop
                 await _quietly(transport.release(delivery))
                 return
+            transport.coalesce(any(t is transport for t, _ in self._waiting.values()))
         try:
             decoded = decode(delivery.body)
             job = decoded.job if isinstance(decoded, Envelope) else delivery.headers.get("job")

@@ -225,6 +225,9 @@ class AmqpTransport:
         # RabbitMQ closes a connection after two missed heart-beats; it offers 60 s.
         self._heartbeat = max(60, math.ceil(seconds))
 
+    def coalesce(self, on: bool) -> None:
+        pass  # aiormq owns the socket and writes each frame as it comes
+
     async def connect(self) -> None:
         with _mapped():
             if self._heartbeat is None:

@@ -335,6 +335,13 @@ class Transport(Protocol):
         a time (the inline pool runs sync jobs on it), so the connection's keep-alives must
         not declare it dead meanwhile (heart-beats wide enough; no effect where none are kept)."""
 
+    def coalesce(self, on: bool) -> None:
+        """A hint: while ``on``, settles may wait a little (at most 200 ms, never lost by this
+        process dying) to share a packet and a broker wake-up with the next ones; ``on=False``
+        sends what waits now. The inline pool turns it on while deliveries wait behind the
+        running job. Anything that waits for the broker's answer goes out at once regardless.
+        No effect where the transport has no such means."""
+
     # -- producing ---------------------------------------------------------------------------
 
     async def publish(self, queue: str, message: Outgoing) -> str | None:

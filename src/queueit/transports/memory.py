@@ -301,6 +301,9 @@ class MemoryTransport:
     def tolerate_blocking(self, seconds: float) -> None:
         pass  # in-process: no keep-alives to miss
 
+    def coalesce(self, on: bool) -> None:
+        pass  # in-process: a settle costs no packet
+
     def wake(self) -> None:
         """Called with the broker's lock held, from any thread."""
         if self._loop is not None and self._woken is not None and not self._loop.is_closed():

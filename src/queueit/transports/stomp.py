@@ -144,6 +144,9 @@ class QueueitTransport:
         self._heartbeat_ms = max(DEFAULT_HEARTBEAT_MS, math.ceil(seconds * 3000))
         self._client = self._new_client()
 
+    def coalesce(self, on: bool) -> None:
+        self._client.cork(on)
+
     @property
     def capabilities(self) -> Capabilities:
         return CAPABILITIES
