@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from queueit import Message, ReceiveTimeout
+from queueit import Client, Message, ReceiveTimeout
 
 from .broker_proc import CrashBroker, client
 from .ledger import body_for
@@ -31,6 +31,17 @@ REDELIVERY_SECONDS = 10.0
 
 def _key(message: Message) -> str:
     return message.headers["x-key"]
+
+
+def _ack_and_check_nothing_is_left(consumer: Client, queue: str, received: list[Message]) -> None:
+    """Ack ``received``, then check the queue held nothing else: the next message to arrive is
+    one sent after them."""
+    for m in received:
+        consumer.ack(m)
+    consumer.send(queue, b"end", headers={"x-key": "end"}, receipt=True)
+    last = consumer.receive(REDELIVERY_SECONDS)
+    assert _key(last) == "end", f"left in the queue: {_key(last)}"
+    consumer.ack(last, receipt=True)
 
 
 @pytest.mark.parametrize("mode", ["client-individual", "client"])
@@ -80,12 +91,7 @@ def test_killed_consumer_gives_back_what_it_held(tmp_path: Path, mode: str) -> N
             assert all(m.headers.get("redelivered") == "true" for m in again), [m.headers for m in again]
             assert all(m.body == body_for(_key(m)) for m in again)
             assert took < REDELIVERY_SECONDS
-            for m in fresh + again:
-                other.ack(m)
-            other.send(queue, b"end", headers={"x-key": "end"}, receipt=True)
-            last = other.receive(REDELIVERY_SECONDS)
-            assert _key(last) == "end", f"left in the queue: {_key(last)}"
-            other.ack(last, receipt=True)
+            _ack_and_check_nothing_is_left(other, queue, fresh + again)
         assert broker.terminate() == 0
         assert broker.bad_log_lines() == []
     finally:
@@ -132,12 +138,7 @@ def test_a_consumer_killed_with_corked_acks_loses_none_of_them(tmp_path: Path) -
             other.subscribe(queue, ack="client-individual", prefetch=prefetch)
             again = [other.receive(REDELIVERY_SECONDS) for _ in range(prefetch - acks)]
             assert sorted(_key(m) for m in again) == sorted(set(keys) - set(acked))
-            for m in again:
-                other.ack(m)
-            other.send(queue, b"end", headers={"x-key": "end"}, receipt=True)
-            last = other.receive(REDELIVERY_SECONDS)
-            assert _key(last) == "end", f"an acked message came back: {_key(last)}"
-            other.ack(last, receipt=True)
+            _ack_and_check_nothing_is_left(other, queue, again)
         assert broker.terminate() == 0
         assert broker.bad_log_lines() == []
     finally:

@@ -116,10 +116,11 @@ class AsyncClient:
                 await task
         self._tasks.clear()
         if self._writer is not None:
-            self._writer.close()
+            self._writer.close()  # the kernel sends what a cork held, then closes
             with contextlib.suppress(OSError):
                 await self._writer.wait_closed()
             self._writer = None
+        self._corked = False
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
