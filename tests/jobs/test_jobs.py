@@ -50,11 +50,18 @@ def test_an_envelope_round_trips_and_keeps_fields_it_does_not_know() -> None:
         (b'{"queueit": 1, "id": "x", "job": "j", "args": {}}', "'args' field must be a JSON list"),
         (b'{"queueit": 1, "id": "x", "job": "j", "attempt": true}', "'attempt'"),
         (b'{"queueit": 1, "id": "x", "job": "j", "headers": {"a": 1}}', "headers must all be strings"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "attempt": -1}', "must not be negative"),
+        (b'{"queueit": 1, "id": "x"}', "no 'job'"),
     ],
 )
 def test_bad_bodies_are_invalid_messages_with_the_reason(body: bytes, reason: str) -> None:
     with pytest.raises(InvalidMessage, match=reason):
         decode(body)
+
+
+def test_an_envelope_with_only_its_required_fields_gets_the_defaults() -> None:
+    back = decode(b'{"queueit": 1, "id": "x", "job": "j", "errors": [{"a": 1}, "junk"], "new": 2}')
+    assert back == Envelope("x", "j", "", errors=({"a": 1},), extra={"new": 2})
 
 
 def test_json_that_is_not_an_envelope_is_a_plain_message() -> None:

@@ -148,7 +148,8 @@ def _random_ids() -> tuple[str, str]:
     return text[:32], text[32:]
 
 
-#: The envelope's fields and their JSON types (see docs/jobs.md); id and job are required.
+#: The envelope's fields and their JSON types (see docs/jobs.md), in the order of
+#: :class:`Envelope`'s; id and job are required.
 _FIELDS: tuple[tuple[str, type], ...] = (
     ("id", str),
     ("job", str),
@@ -163,7 +164,9 @@ _FIELDS: tuple[tuple[str, type], ...] = (
     ("unique", str),
 )
 _REQUIRED = ("id", "job")
-_MISSING = object()
+_MISSING: Any = object()
+#: One decoder for every message (``json.loads`` checks its keyword arguments on each call).
+_DECODER = json.JSONDecoder()
 
 
 def decode(body: bytes) -> Envelope | Plain:
@@ -178,41 +181,46 @@ def decode(body: bytes) -> Envelope | Plain:
     except UnicodeDecodeError:
         raise InvalidMessage("the body is not UTF-8 text") from None
     try:
-        value = json.loads(text)
+        value = _DECODER.decode(text)
     except ValueError as exc:
         raise InvalidMessage(f"the body is not JSON: {exc}") from None
-    if not isinstance(value, dict) or "queueit" not in value:
+    if type(value) is not dict or "queueit" not in value:
         return Plain(value)
     version = value.pop("queueit")
     if version != VERSION:
         raise InvalidMessage(
             f"envelope version {version!r} is not one this worker reads (it reads {VERSION})"
         )
-    for name, kind in _FIELDS:
-        found = value.get(name, _MISSING)
-        if found is _MISSING:
+    # Every known field is taken out of ``value`` in one pass; what is left is ``extra``.
+    found = [value.pop(name, _MISSING) for name, _ in _FIELDS]
+    for (name, kind), got in zip(_FIELDS, found, strict=True):
+        if got is _MISSING:
             if name in _REQUIRED:
                 raise InvalidMessage(f"the envelope has no {name!r} field")
         # json.loads makes exact types, so an exact check is the JSON type check (and a
         # bool, which isinstance counts as an int, is refused where a number is due).
-        elif type(found) is not kind:
+        elif type(got) is not kind:
             raise InvalidMessage(f"the envelope's {name!r} field must be a JSON {kind.__name__}")
-    headers = value.get("headers", {})
-    if not all(isinstance(v, str) for v in headers.values()):
+    ident, job, queue, args, kwargs, attempt, created_at, trace_id, headers, errors, unique = found
+    if headers is _MISSING:
+        headers = {}
+    elif not all(type(v) is str for v in headers.values()):
         raise InvalidMessage("the envelope's headers must all be strings")
-    if value.get("attempt", 0) < 0:
+    if attempt is _MISSING:
+        attempt = 0
+    elif attempt < 0:
         raise InvalidMessage("the envelope's attempt must not be negative")
     return Envelope(
-        id=value.pop("id"),
-        job=value.pop("job"),
-        queue=value.pop("queue", ""),
-        args=tuple(value.pop("args", ())),
-        kwargs=value.pop("kwargs", {}),
-        attempt=value.pop("attempt", 0),
-        created_at=value.pop("created_at", 0),
-        trace_id=value.pop("trace_id", ""),
-        headers=value.pop("headers", {}),
-        errors=tuple(e for e in value.pop("errors", ()) if isinstance(e, dict)),
-        unique=value.pop("unique", ""),
-        extra=value,
+        ident,
+        job,
+        "" if queue is _MISSING else queue,
+        () if args is _MISSING else tuple(args),
+        {} if kwargs is _MISSING else kwargs,
+        attempt,
+        0 if created_at is _MISSING else created_at,
+        "" if trace_id is _MISSING else trace_id,
+        headers,
+        () if errors is _MISSING else tuple(e for e in errors if type(e) is dict),
+        "" if unique is _MISSING else unique,
+        value,
     )

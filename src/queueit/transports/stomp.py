@@ -20,8 +20,8 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
@@ -72,19 +72,33 @@ CAPABILITIES = Capabilities(
 )
 
 
-@contextmanager
-def _mapped() -> Iterator[None]:
-    """The client's exceptions, as the transport error tree (the one place they are mapped)."""
-    try:
-        yield
-    except ServerRefused as exc:
-        raise TransportRefused(f"the broker refused: {exc}") from exc
-    except ConnectionClosed as exc:
-        raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
-    except ClientError as exc:
-        raise TransportError(str(exc)) from exc
-    except OSError as exc:
-        raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+class _Mapped:
+    """``with _mapped:`` turns the client's exceptions into the transport error tree (the
+    one place they are mapped). A class, not a generator context manager: it wraps every
+    frame a worker sends and receives, and costs a seventh as much this way."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> Literal[False]:
+        if exc is None:
+            return False
+        if isinstance(exc, ServerRefused):
+            raise TransportRefused(f"the broker refused: {exc}") from exc
+        if isinstance(exc, ConnectionClosed):
+            raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+        if isinstance(exc, ClientError):
+            raise TransportError(str(exc)) from exc
+        if isinstance(exc, OSError):
+            raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+        return False
+
+
+_mapped = _Mapped()
 
 
 class QueueitTransport:
@@ -152,7 +166,7 @@ class QueueitTransport:
         return CAPABILITIES
 
     async def connect(self) -> None:
-        with _mapped():
+        with _mapped:
             await self._client.connect()
 
     async def close(self) -> None:
@@ -162,7 +176,7 @@ class QueueitTransport:
 
     async def publish(self, queue: str, message: Outgoing) -> str | None:
         check_outgoing(CAPABILITIES, message)
-        with _mapped():
+        with _mapped:
             said = await self._client.send(
                 "/queue/" + check_queue_name(queue),
                 message.body,
@@ -180,7 +194,7 @@ class QueueitTransport:
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         check_outgoing(CAPABILITIES, message)
         await self._declare_events()
-        with _mapped():
+        with _mapped:
             await self._client.send(
                 f"/exchange/{EVENTS_EXCHANGE}/{check_queue_name(topic)}",
                 message.body,
@@ -198,7 +212,7 @@ class QueueitTransport:
 
     async def consume(self, queue: str, *, prefetch: int, lease: float) -> None:
         destination = "/queue/" + check_queue_name(queue)
-        with _mapped():
+        with _mapped:
             sub = await self._client.subscribe(
                 destination,
                 ack="client-individual",
@@ -217,12 +231,12 @@ class QueueitTransport:
         return queue
 
     async def pause(self) -> None:
-        with _mapped():
+        with _mapped:
             for sub in self._queues:
                 await self._client.set_prefetch(sub, 0, receipt=True)
 
     async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
-        with _mapped():
+        with _mapped:
             try:
                 message = await self._client.receive(timeout)
             except ReceiveTimeout:
@@ -244,7 +258,7 @@ class QueueitTransport:
         )
 
     async def ack(self, delivery: Delivery) -> None:
-        with _mapped():
+        with _mapped:
             await self._client.ack(_message(delivery))
 
     async def settle(
@@ -259,7 +273,7 @@ class QueueitTransport:
             await self.ack(delivery)
             return
         client = self._client
-        with _mapped():
+        with _mapped:
             tx = await client.begin()
             await self._send_all(publish, tx)
             if report is not None:
@@ -299,7 +313,7 @@ class QueueitTransport:
             "callback": "/queue/" + check_queue_name(callback_queue),
         }
         client = self._client
-        with _mapped():  # one transaction: the group is open with all its members, or not at all
+        with _mapped:  # one transaction: the group is open with all its members, or not at all
             tx = await client.begin()
             # With a receipt: a refused open (the id is taken) fails here, as TransportRefused.
             await client.send(
@@ -314,19 +328,19 @@ class QueueitTransport:
             await client.commit(tx, receipt=True)
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        with _mapped():
+        with _mapped:
             await self._client.nack(_message(delivery), delay_ms=_ms(delay) if delay else None)
 
     async def reject(
         self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
     ) -> None:
-        with _mapped():
+        with _mapped:
             await self._client.nack(
                 _message(delivery), requeue=False, reason=reason, error=error or None, receipt=True
             )
 
     async def extend(self, delivery: Delivery, lease: float) -> None:
-        with _mapped():
+        with _mapped:
             await self._client.extend_lease(_message(delivery), _ms(lease))
 
     # -- dead letters ------------------------------------------------------------------------
@@ -362,7 +376,7 @@ class QueueitTransport:
 
     async def report_progress(self, job_id: str, body: bytes) -> None:
         check_progress(CAPABILITIES, job_id, body)
-        with _mapped():  # no receipt: a report is worth no round trip (the next one replaces it)
+        with _mapped:  # no receipt: a report is worth no round trip (the next one replaces it)
             await self._client.send(
                 PROGRESS, body, headers={"job-id": job_id}, content_type="application/json"
             )
@@ -378,7 +392,7 @@ class QueueitTransport:
         """One request to the broker (admin, or a progress read), on a connection of its own
         (its reply must not mix with deliveries)."""
         client = self._new_client()
-        with _mapped():
+        with _mapped:
             async with client:
                 await client.send(destination, b"", headers={**headers, "reply-to": "/temp-queue/admin"})
                 reply = await client.receive(timeout=client.timeout)
@@ -406,7 +420,7 @@ class BlockingQueueitPublisher:
         check_outgoing(CAPABILITIES, message)
         destination = "/queue/" + check_queue_name(queue)
         try:
-            with _mapped():
+            with _mapped:
                 if not self._connected:
                     self._client.connect()
                     self._connected = True
