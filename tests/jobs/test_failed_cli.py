@@ -97,4 +97,4 @@ def test_failed_needs_to_know_which_queues() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "--app MODULE:APP or --queue NAME" in result.stdout
+    assert "--app MODULE:APP or --queue NAME" in result.stderr  # errors on stderr: stdout stays data

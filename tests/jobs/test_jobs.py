@@ -5,13 +5,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+import time
 from typing import Any, Literal
 
 import pytest
 
-from queueit.jobs import App, Envelope, InvalidMessage, JobTimeout, Middleware, Queue, Retry, current
+from queueit.jobs import (
+    App,
+    Envelope,
+    InvalidMessage,
+    JobTimeout,
+    Middleware,
+    Queue,
+    Retry,
+    Worker,
+    WorkerSettings,
+    current,
+)
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.testing import JobTester
+from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit
 from queueit.transports import Outgoing, Unsupported
 
 
@@ -298,6 +312,35 @@ def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:
     assert len(report.failed) == 1
 
 
+def test_a_sync_job_that_overran_in_a_thread_is_retried_after_its_process_is_gone() -> None:
+    # The overrunning thread cannot be stopped: the worker is replaced, the queued jobs run on
+    # the next one, and the retry waits past the stopping process's shutdown timeout + margin.
+    app = make_app()
+    delays: list[float] = []
+    ran: list[tuple[int, int]] = []
+
+    class Delays(Middleware):
+        def on_retry(self, envelope: Envelope, error: BaseException, delay: float) -> None:
+            delays.append(delay)
+
+    app.middleware.append(Delays())
+
+    @app.job(queue="q", timeout=0.2, retry=Retry(retries=1, base=1))
+    def stuck(n: int) -> None:
+        ran.append((n, current().attempt))
+        if n == 0 and current().attempt == 1:
+            threading.Event().wait(1.0)
+
+    with JobTester(app) as jobs:
+        for n in range(3):
+            stuck.send(n)
+        report = jobs.run(max_seconds=20)
+    assert [type(e) for e in report.errors] == [JobTimeout]
+    assert delays == [0.0 + OVERRUN_RETRY_MARGIN]  # JobTester's shutdown timeout is 0
+    assert sorted(ran) == [(0, 1), (0, 2), (1, 1), (2, 1)]  # nothing lost, the retry ran once
+    assert report.done == 3
+
+
 def test_the_talks_queue_class() -> None:
     app = make_app()
     sent: list[dict[str, str]] = []
@@ -329,6 +372,23 @@ def test_the_talks_queue_class() -> None:
         report = jobs.run()
     assert sent == [{"to": "a@example.com", "subject": "Hi"}, {"to": "b@example.com"}]
     assert [r for _, r in report.invalid] == ["EmailQueue.validate() refused the message"]
+
+
+def test_a_queue_class_not_registered_with_the_app_refuses_to_publish() -> None:
+    app = make_app()
+
+    class SmsQueue(Queue):
+        name = "sms"
+
+        def work(self, message: Any) -> None: ...
+
+    with JobTester(app) as jobs:
+        with pytest.raises(TypeError, match="decorate the class with @app"):
+            SmsQueue(app).publish({"to": "+15550100"})
+        assert jobs.sent() == []  # nothing went out that no worker would take
+        app.register(SmsQueue)
+        SmsQueue(app).publish({"to": "+15550100"})
+        assert len(jobs.sent()) == 1
 
 
 def test_hooks_run_in_order_and_a_failing_hook_changes_nothing() -> None:
@@ -420,9 +480,10 @@ def test_every_listener_group_gets_each_event() -> None:
     def index(user: Any) -> None:
         indexed.append(user["id"])
 
-    @app.on("user.saved", group="mailer")
     async def welcome(user: Any) -> None:
         mailed.append(user["id"])
+
+    assert app.on("user.saved", welcome, group="mailer") is welcome  # the talk's form
 
     with JobTester(app) as jobs:
         jobs.run()  # a listener group exists once its listeners have listened
@@ -510,6 +571,47 @@ def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> Non
         assert report.retried == 2  # a failed call retries each of its items
         assert len(report.failed) == 2
         assert sorted(e.args[0] for e in report.failed) == [12, 13]
+
+
+def test_items_a_batch_holds_longer_than_the_lease_keep_their_leases() -> None:
+    # Real time, not JobTester's clock: leases run out on their own here.
+    app = App("memory://batch-lease")
+    calls: list[list[int]] = []
+
+    @app.batch(queue="metrics", size=10, wait=3.5)
+    def store(points: list[int]) -> None:
+        calls.append(points)
+
+    for n in range(3):
+        store.send(n)
+    worker = Worker(app, WorkerSettings(lease=1.0, concurrency=10))
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(worker.run())
+        await asyncio.sleep(5.0)  # the batch waits 3.5 s: three and a half leases
+        worker.stop()
+        await running
+
+    asyncio.run(scenario())
+    app.close()
+    assert calls == [[0, 1, 2]]  # once, not again after each lease ran out
+
+
+def test_max_time_also_recycles_an_idle_worker() -> None:
+    app = App("memory://idle-max-time")
+
+    @app.job(queue="never-used")
+    def unused() -> None: ...
+
+    async def scenario() -> tuple[Exit, float]:
+        started = time.monotonic()
+        why = await asyncio.wait_for(Worker(app, WorkerSettings(max_time=0.5)).run(), 10)
+        return why, time.monotonic() - started
+
+    why, took = asyncio.run(scenario())
+    app.close()
+    assert why is Exit.RECYCLE
+    assert 0.5 <= took < 5
 
 
 # -- unique jobs -------------------------------------------------------------------------------

@@ -196,10 +196,10 @@ def test_scheduler_list_and_errors(job_env: dict[str, str]) -> None:
     assert listed.stdout.count("+00:00") == 3
     missing = run("tests.jobs.nothing_here:app")
     assert missing.returncode == 2
-    assert "cannot import 'tests.jobs.nothing_here'" in missing.stdout
+    assert "cannot import 'tests.jobs.nothing_here'" in missing.stderr
     none = run("tests.jobs.test_scheduler:NO_PERIODICS")
     assert none.returncode == 2
-    assert "has no periodic jobs" in none.stdout
+    assert "has no periodic jobs" in none.stderr
 
 
 NO_PERIODICS = App("memory://")

@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
+from queueit.cli.main import build_parser
 from queueit.client import Client
 
 from ..conftest import BrokerProcess, wait_until
@@ -210,6 +211,9 @@ def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
         (["tests.jobs.sample_app:app", "--queues", "bad name"], "bad queue name 'bad name'"),
         (["tests.jobs.sample_app:app", "--processes", "0"], "must be at least 1"),
         (["tests.jobs.sample_app:app", "--max-time", "-1"], "must be a positive number"),
+        (["tests.jobs.sample_app:app", "--max-time", "inf"], "must be a finite number"),
+        (["tests.jobs.sample_app:app", "--processes", "300"], "must be at most 256"),
+        (["tests.jobs.sample_app:app", "--shutdown-timeout", "-1"], "must be 0 or more seconds"),
     ],
 )
 def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said: str) -> None:
@@ -222,5 +226,10 @@ def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said:
         timeout=30,
     )
     assert result.returncode == 2
-    assert said in result.stdout + result.stderr
+    assert said in result.stderr  # errors on stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_worker_accepts_a_shutdown_timeout_of_zero() -> None:
+    args = build_parser().parse_args(["worker", "tests.jobs.sample_app:app", "--shutdown-timeout", "0"])
+    assert args.shutdown_timeout == 0.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sys
 from typing import Any
 
 from ..jobs import failed as ops
@@ -45,14 +46,14 @@ def failed(args: argparse.Namespace) -> int:
         url, queues = _target(args)
         transport = open_transport(url)
     except ValueError as exc:
-        print(f"queueit failed: {exc}")
+        print(f"queueit failed: {exc}", file=sys.stderr)
         return 2
     selectors = [bool(args.id), bool(args.job), args.all]
     if args.action in ("retry", "delete") and sum(selectors) != 1:
-        print(f"queueit failed {args.action}: give one of ID, --job NAME or --all")
+        print(f"queueit failed {args.action}: give one of ID, --job NAME or --all", file=sys.stderr)
         return 2
     if args.action == "show" and not args.id:
-        print("queueit failed show: give the failed job's id (see queueit failed list)")
+        print("queueit failed show: give the failed job's id (see queueit failed list)", file=sys.stderr)
         return 2
     try:
         return asyncio.run(_run(transport, queues, args))
@@ -85,7 +86,7 @@ async def _run(transport: Transport, queues: list[str], args: argparse.Namespace
         if args.id:
             one = await ops.find(transport, queues, args.id)
             if one is None:
-                print(f"queueit failed: no failed job {args.id!r} in {', '.join(queues)}")
+                print(f"queueit failed: no failed job {args.id!r} in {', '.join(queues)}", file=sys.stderr)
                 return 1
             selected = [one]
         elif args.job:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import datetime
 import signal
+import sys
 from typing import Any
 
 from ..jobs import logs
@@ -40,10 +41,13 @@ def scheduler(args: argparse.Namespace) -> int:
     try:
         app = load_app(args.app)
     except ValueError as exc:
-        print(f"queueit scheduler: {exc}")
+        print(f"queueit scheduler: {exc}", file=sys.stderr)
         return 2
     if not app.periodics:
-        print(f"queueit scheduler: {args.app} has no periodic jobs (@app.periodic): nothing to send")
+        print(
+            f"queueit scheduler: {args.app} has no periodic jobs (@app.periodic): nothing to send",
+            file=sys.stderr,
+        )
         return 2
     if args.list:
         now = datetime.datetime.now(datetime.UTC)
@@ -58,7 +62,7 @@ def scheduler(args: argparse.Namespace) -> int:
     try:
         asyncio.run(_run(Scheduler(app)))
     except TransportError as exc:
-        print(f"queueit scheduler: {exc}")
+        print(f"queueit scheduler: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -3,22 +3,45 @@
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from typing import Any
 
 from ..jobs.process import load_app
-from ..jobs.supervisor import run_supervisor
+from ..jobs.supervisor import MAX_PROCESSES, run_supervisor
 from ..jobs.worker import POOLS, WorkerSettings, check_inline
 from ..transports.base import check_queue_name
 from .args import positive_int
 
 
 def positive_float(text: str) -> float:
+    value = _seconds(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = _seconds(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text}")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds, got {text}")
+    return value
+
+
+def process_count(text: str) -> int:
+    value = positive_int(text)
+    if value > MAX_PROCESSES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_PROCESSES}, got {value}")
     return value
 
 
@@ -54,17 +77,22 @@ def register(sub: Any) -> None:
         default=(),
         help="comma-separated queues to take jobs from (default: every queue the app's jobs use)",
     )
-    p.add_argument("--processes", type=positive_int, default=1, help="worker processes (default 1)")
+    p.add_argument(
+        "--processes",
+        type=process_count,
+        default=1,
+        help=f"worker processes (default 1, at most {MAX_PROCESSES})",
+    )
     p.add_argument("--concurrency", type=positive_int, default=8, help="jobs per process at once (default 8)")
     p.add_argument("--max-jobs", type=positive_int, help="replace a process after N jobs")
     p.add_argument("--max-memory", type=positive_int, metavar="MB", help="replace a process above MB RSS")
     p.add_argument("--max-time", type=positive_float, metavar="S", help="replace a process after S seconds")
     p.add_argument(
         "--shutdown-timeout",
-        type=positive_float,
+        type=non_negative_float,
         default=30.0,
         metavar="S",
-        help="seconds running jobs may take to finish when stopping (default 30)",
+        help="seconds running jobs may take to finish when stopping (default 30; 0: hand them back at once)",
     )
     p.add_argument(
         "--lease",
@@ -99,9 +127,9 @@ def worker(args: argparse.Namespace) -> int:
         )
         check_inline(app, settings)
     except ValueError as exc:
-        print(f"queueit worker: {exc}")
+        print(f"queueit worker: {exc}", file=sys.stderr)
         return 2
     if not (settings.queues or app.queues() or app.listeners):
-        print(f"queueit worker: {args.app} has no jobs or listeners: nothing to work on")
+        print(f"queueit worker: {args.app} has no jobs or listeners: nothing to work on", file=sys.stderr)
         return 2
     return run_supervisor(args.app, settings, args.processes)

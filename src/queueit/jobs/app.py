@@ -242,19 +242,47 @@ class App:
 
         return register
 
+    @overload
     def on(
         self,
         event: str,
+        handler: None = None,
         *,
         group: str | None = None,
         retries: int = 3,
         retry: Retry | None = None,
         timeout: float | None = None,
-    ) -> Callable[[Callable[[Any], R]], Callable[[Any], R]]:
-        """Register a listener of ``event`` (plain or ``async def``, taking the payload)::
+    ) -> Callable[[Callable[[Any], R]], Callable[[Any], R]]: ...
+
+    @overload
+    def on(
+        self,
+        event: str,
+        handler: Callable[[Any], R],
+        *,
+        group: str | None = None,
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Any], R]: ...
+
+    def on(
+        self,
+        event: str,
+        handler: Callable[[Any], R] | None = None,
+        *,
+        group: str | None = None,
+        retries: int = 3,
+        retry: Retry | None = None,
+        timeout: float | None = None,
+    ) -> Callable[[Callable[[Any], R]], Callable[[Any], R]] | Callable[[Any], R]:
+        """Register a listener of ``event`` (plain or ``async def``, taking the payload), as a
+        decorator or with the handler given (the talk's event manager)::
 
             @app.on("user.saved")
             def update_search_index(user: dict) -> None: ...
+
+            app.on("user.saved", send_welcome_mail)
 
             app.emit("user.saved", {"id": 7})
 
@@ -273,7 +301,7 @@ class App:
             self.listeners[listener.name] = listener
             return fn
 
-        return register
+        return register if handler is None else register(handler)
 
     def emit(self, event: str, payload: Any = None, *, headers: dict[str, str] | None = None) -> str:
         """Publish ``event`` with ``payload`` (a JSON value) to every listener group; returns its id."""

@@ -281,7 +281,7 @@ class Queue:
 
         Raises:
             ValueError: ``validate()`` refuses it.
-            TypeError: it is not a JSON value.
+            TypeError: it is not a JSON value, or the class is not registered with the app.
         """
         envelope, options = self._envelope(message, delay, priority, job_id)
         return self.app.publish_envelope(envelope, options, self.job_options())
@@ -301,6 +301,13 @@ class Queue:
     def _envelope(
         self, message: Any, delay: float | None, priority: int | None, job_id: str | None
     ) -> tuple[Envelope, SendOptions]:
+        handler = self.app.handlers.get(self.name)
+        if not (isinstance(handler, QueueHandler) and isinstance(self, handler.cls)):
+            # Sent anyway, nothing would take it: the worker runs the app's registered classes.
+            raise TypeError(
+                f"{type(self).__name__} is not registered with this app, so no worker would take "
+                f"its messages: decorate the class with @app.register"
+            )
         value = to_json_value(message)
         if not self.validate(value):
             raise ValueError(f"{type(self).__name__}.validate() refused the message; it was not sent")

@@ -41,6 +41,8 @@ BACKOFF_START = 0.5
 STARTUP_TIMEOUT = 60.0
 BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
+#: Worker processes one supervisor keeps (--processes): beyond this, run more supervisors.
+MAX_PROCESSES = 256
 
 
 @dataclass
@@ -56,8 +58,8 @@ class Slot:
 
 class Supervisor:
     def __init__(self, app_spec: str, settings: WorkerSettings, processes: int) -> None:
-        if not 1 <= processes <= 256:
-            raise ValueError(f"processes must be from 1 to 256, got {processes}")
+        if not 1 <= processes <= MAX_PROCESSES:
+            raise ValueError(f"processes must be from 1 to {MAX_PROCESSES}, got {processes}")
         self.app_spec = app_spec
         self.settings = settings
         self.slots = [Slot(i) for i in range(processes)]

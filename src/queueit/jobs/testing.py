@@ -31,7 +31,7 @@ from .app import App
 from .definitions import Handler, Job
 from .envelope import Envelope, Plain, decode
 from .middleware import Middleware
-from .worker import Worker, WorkerSettings
+from .worker import Exit, Worker, WorkerSettings
 
 
 class ManualClock:
@@ -136,7 +136,8 @@ class JobTester:
         report = RunReport()
         recorder = _Recorder(report)
         self.app.middleware.append(recorder)
-        worker = Worker(self.app, WorkerSettings(concurrency=1, shutdown_timeout=0))
+        settings = WorkerSettings(concurrency=1, shutdown_timeout=0)
+        worker = Worker(self.app, settings)
         task = asyncio.ensure_future(worker.run())
         try:
             idle_rounds = 0
@@ -152,7 +153,12 @@ class JobTester:
                 else:
                     idle_rounds += 1
                 if task.done():
-                    task.result()  # the worker stopped: raise why
+                    if task.result() is Exit.STOPPED:  # raises what stopped it, if anything did
+                        break  # a job stopped the worker
+                    # To be replaced (a job overran its timeout in a thread, --max-jobs): a
+                    # supervisor would start a fresh process, so a fresh worker goes on.
+                    worker = Worker(self.app, settings)
+                    task = asyncio.ensure_future(worker.run())
         finally:
             worker.stop()
             await task

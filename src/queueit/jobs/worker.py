@@ -74,6 +74,12 @@ log = logging.getLogger("queueit.worker")
 
 #: Seconds before a job whose settle the broker refused is delivered again.
 REFUSED_RETRY_DELAY = 30.0
+#: Seconds a stopping process waits, after its shutdown timeout, for cancelled jobs to hand
+#: their deliveries back; then it exits.
+HAND_BACK_TIMEOUT = 5.0
+#: A sync job that overran its timeout in a thread runs on until its process exits: within
+#: the shutdown timeout plus the hand-back wait. Its retry waits that long and this much more.
+OVERRUN_RETRY_MARGIN = 2 * HAND_BACK_TIMEOUT
 #: A worker process's exit code for "start a fresh process now" (EX_TEMPFAIL): recycled, or a
 #: sync job overran its hard timeout and could not be stopped.
 EXIT_REPLACE = 75
@@ -193,6 +199,7 @@ class Worker:
         )
         # Inline pool: deliveries received and not started -> (transport, when leased last).
         self._waiting: dict[Delivery, tuple[Transport, float]] = {}
+        self._late: list[Delivery] = []  # received as the worker stopped: released after the pause
         self._in_job = False  # an inline sync job runs (SIGALRM may stop it)
         # The running inline job's name and when the watchdog ends the process (monotonic).
         self._job_name = ""
@@ -234,6 +241,15 @@ class Worker:
         if self._stopping:  # stopped before it started
             self._stop.set()
         renewer = asyncio.ensure_future(self._renew_leases())
+        # --max-time also ends an idle process (after a job, _check_recycle sees it too).
+        max_time = self.settings.max_time
+        time_up = (
+            None
+            if max_time is None
+            else asyncio.get_running_loop().call_later(
+                max(0.0, max_time - (time.monotonic() - self._started)), self._finish, Exit.RECYCLE
+            )
+        )
         try:
             while not self._stop.is_set():
                 try:
@@ -245,6 +261,8 @@ class Worker:
             await self._shut_down()
         finally:
             renewer.cancel()
+            if time_up is not None:
+                time_up.cancel()
             if self._pool is not None:
                 self._pool.shutdown(wait=False, cancel_futures=True)
             if alarm is not None:
@@ -313,8 +331,8 @@ class Worker:
     def _start(self, transport: Transport, delivery: Delivery | None) -> None:
         if delivery is None:
             return
-        if self._stopping:  # arrived as the worker stops (a slot freed before the pause): back
-            self._spawn(_quietly(transport.release(delivery)))
+        if self._stopping:  # arrived as the worker stops: back once the subscriptions are paused
+            self._late.append(delivery)
             return
         if self._inline:
             self._waiting[delivery] = (transport, time.monotonic())
@@ -336,7 +354,11 @@ class Worker:
         if transport is not None:
             with contextlib.suppress(TransportError):
                 await transport.pause()
-                # Delivered while pausing, never started: straight back.
+                # Delivered as the worker stopped or while pausing, never started: back (not
+                # before the pause, or the broker would hand them straight back to us).
+                late, self._late = self._late, []
+                for delivery in late:
+                    await transport.release(delivery)
                 while (extra := await transport.next_delivery(0)) is not None:
                     await transport.release(extra)
         for batch in self._batches.values():
@@ -353,7 +375,7 @@ class Worker:
         for task in list(self._running):
             task.cancel()  # the task hands its delivery back
         if self._running:
-            await asyncio.wait(set(self._running), timeout=5)
+            await asyncio.wait(set(self._running), timeout=HAND_BACK_TIMEOUT)
         if transport is not None:
             with contextlib.suppress(TransportError):
                 await transport.close()
@@ -610,6 +632,10 @@ class Worker:
         priority = _priority(delivery)
         if policy.should_retry(error, attempt) and not isinstance(error, GroupFailed):
             delay = policy.delay(attempt)
+            if isinstance(error, JobTimeout) and self._pool is not None and not handler.is_async:
+                # Its thread runs on until this process exits (it stops taking jobs and is
+                # replaced): the retry waits until then, so the two never run at once.
+                delay = max(delay, self.settings.shutdown_timeout + OVERRUN_RETRY_MARGIN)
             # The retry takes over the unique key (the ack applies first: see Transport.settle).
             unique = (
                 Unique(envelope.unique, envelope.id)
@@ -717,6 +743,9 @@ class _Batch:
         self.timer: asyncio.TimerHandle | None = None
 
     def add(self, delivery: Delivery, envelope: Envelope, item: Any) -> None:
+        # Held here for up to ``wait`` seconds, which may be longer than the lease: renewed
+        # like a running job's from now on (``_execute`` takes it over).
+        self.worker._leased[delivery] = self.transport
         self.entries.append((delivery, envelope))
         self.items.append(item)
         if len(self.entries) >= self.handler.size:

@@ -403,8 +403,11 @@ class MemoryTransport:
                 if left <= 0:
                     return None
                 wait = left if wait is None else min(wait, left)
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the event's result
+            # when a cancel comes as the event is set, and the caller's cancel is lost.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._woken.wait(), wait)
+                async with asyncio.timeout(wait):
+                    await self._woken.wait()
             if not self._open:
                 raise TransportClosed("the memory transport was closed")
 
