@@ -24,6 +24,7 @@ from queueit.jobs import (
     current,
 )
 from queueit.jobs.envelope import Plain, decode
+from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
 from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit
 from queueit.transports import Outgoing, Unsupported
@@ -495,6 +496,33 @@ def test_every_listener_group_gets_each_event() -> None:
     assert mailed == [1, 2]
     with pytest.raises(ValueError, match="already registered"):
         app.on("user.saved", group="mailer")(lambda user: None)
+
+
+def test_a_failed_listener_is_found_among_the_apps_failed_jobs() -> None:
+    app = make_app()
+
+    @app.on("user.saved", group="indexer", retries=0)
+    def index(user: Any) -> None:
+        raise OSError("search is down")
+
+    assert app.listener_queues() == ["events.indexer.user.saved"]
+    with JobTester(app) as jobs:
+        jobs.run()
+        app.emit("user.saved", {"id": 1})
+        jobs.run()
+
+        async def failed_jobs() -> list[FailedJob]:
+            transport = app.open_transport()
+            await transport.connect()
+            try:  # what `queueit failed list --app` reads
+                return await list_failed(transport, app.queues() + app.listener_queues())
+            finally:
+                await transport.close()
+
+        found = asyncio.run(failed_jobs())
+    assert [(f.queue, f.envelope.args if f.envelope else None) for f in found] == [
+        ("events.indexer.user.saved", ({"id": 1},))
+    ]
 
 
 def test_a_pipeline_feeds_each_result_to_the_next_step_and_survives_a_failed_step() -> None:

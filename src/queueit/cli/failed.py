@@ -66,7 +66,7 @@ def _target(args: argparse.Namespace) -> tuple[str, list[str]]:
     if args.app:
         app = load_app(args.app)
         url = url or app.url
-        queues = queues or app.queues()
+        queues = queues or app.queues() + app.listener_queues()
     if not queues:
         raise ValueError("name the queues: --app MODULE:APP or --queue NAME")
     return url or DEFAULT_URL, queues

@@ -36,6 +36,7 @@ from ..transports import (
     Unsupported,
     open_transport,
 )
+from ..transports.base import listener_queue
 from .arguments import to_json_value
 from .context import Progress
 from .cron import Cron
@@ -387,6 +388,10 @@ class App:
     def queues(self) -> list[str]:
         """Every queue a registered job uses, sorted."""
         return sorted({h.options.queue for h in self.handlers.values()})
+
+    def listener_queues(self) -> list[str]:
+        """The queue of each listener group (``events.<group>.<topic>``), sorted."""
+        return sorted({listener_queue(ls.group, ls.event) for ls in self.listeners.values()})
 
     def handler_for(self, envelope_job: str | None, queue: str) -> Handler | None:
         """The handler of job ``envelope_job``; for a plain message (None), the one job of

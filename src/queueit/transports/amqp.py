@@ -52,6 +52,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_queue_name,
+    listener_queue,
 )
 
 QueueType = Literal["quorum", "classic"]
@@ -425,7 +426,7 @@ class AmqpTransport:
         await self._consume(queue, prefetch)
 
     async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
-        queue = f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+        queue = listener_queue(group, topic)
         if len(queue) > 200:  # DLQ.<queue> must stay within AMQP's 255 bytes
             raise ValueError(f"group and topic are too long together ({len(queue)} > 200 characters)")
         if prefetch < 1:

@@ -228,6 +228,15 @@ class StoredMessage:
     """Why it was dead-lettered: failed, invalid, rejected, expired, max-deliveries, ..."""
 
 
+def listener_queue(group: str, topic: str) -> str:
+    """The queue a listener group of ``topic`` shares, on every transport (``listen``).
+
+    Raises:
+        ValueError: the group or topic is not a valid queue name.
+    """
+    return f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+
+
 def check_queue_name(name: str) -> str:
     """``name`` if every transport accepts it as a queue name.
 
@@ -487,4 +496,5 @@ __all__ = [
     "check_outgoing",
     "check_progress",
     "check_queue_name",
+    "listener_queue",
 ]

@@ -38,6 +38,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_queue_name,
+    listener_queue,
 )
 
 CAPABILITIES = Capabilities(
@@ -365,7 +366,7 @@ class MemoryTransport:
         self.wake()
 
     async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
-        queue = f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+        queue = listener_queue(group, topic)
         with self.broker._lock:
             self.broker._groups.setdefault(topic, set()).add(queue)
         await self.consume(queue, prefetch=prefetch, lease=self.lease)

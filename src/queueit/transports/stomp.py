@@ -41,6 +41,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_queue_name,
+    listener_queue,
 )
 
 DEFAULT_PORT = 61613
@@ -224,7 +225,7 @@ class QueueitTransport:
         self._lease = lease
 
     async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
-        queue = f"events.{check_queue_name(group)}.{check_queue_name(topic)}"
+        queue = listener_queue(group, topic)
         await self._declare_events()
         await self._admin({"command": "bind", "exchange": EVENTS_EXCHANGE, "queue": queue, "key": topic})
         await self.consume(queue, prefetch=prefetch, lease=self._lease)
