@@ -498,6 +498,35 @@ def test_every_listener_group_gets_each_event() -> None:
         app.on("user.saved", group="mailer")(lambda user: None)
 
 
+def test_jobs_sent_and_events_emitted_by_a_job_carry_its_trace_id() -> None:
+    app = make_app()
+    seen: list[str] = []
+
+    @app.job(queue="q")
+    def child() -> None:
+        seen.append(current().envelope.trace_id)
+
+    @app.on("parent.done", group="audit")
+    async def audit(payload: Any) -> None:
+        seen.append(current().envelope.trace_id)
+
+    @app.job(queue="q")
+    def parent() -> None:
+        child.send()
+        app.emit("parent.done", {})
+
+    with JobTester(app) as jobs:
+        jobs.run()  # the listener group exists from now on
+        parent.send()
+        other = child.send()  # sent outside any job: a trace of its own
+        jobs.run(raise_errors=True)
+        sent = {e.id: e for e in jobs.sent() if isinstance(e, Envelope)}
+    root = next(e.trace_id for e in sent.values() if e.job == parent.name)
+    assert seen.count(root) == 2  # the child and the listener
+    assert sent[other].trace_id != root
+    assert len(seen) == 3
+
+
 def test_a_failed_listener_is_found_among_the_apps_failed_jobs() -> None:
     app = make_app()
 

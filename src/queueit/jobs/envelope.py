@@ -29,6 +29,7 @@ retried: the worker moves the raw bytes to the dead-letter queue with the reason
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import time
@@ -40,6 +41,12 @@ VERSION = 1
 #: Error entries an envelope keeps (the oldest are dropped first); tracebacks are cut to this size.
 MAX_ERRORS = 20
 MAX_TRACEBACK = 8_000
+
+
+#: The trace id of the job running in this context, set by the worker while it runs: the
+#: envelopes made meanwhile (jobs it sends, events it emits) carry it on, so that one trace id
+#: follows all the work one message causes. "" outside a job.
+running_trace: contextvars.ContextVar[str] = contextvars.ContextVar("queueit_running_trace", default="")
 
 
 class InvalidMessage(ValueError):
@@ -82,7 +89,7 @@ class Envelope:
             args=tuple(args),
             kwargs=dict(kwargs or {}),
             created_at=int(time.time() * 1000),
-            trace_id=trace_id or random_trace,
+            trace_id=trace_id or running_trace.get() or random_trace,
             headers=dict(headers or {}),
             unique=unique,
         )

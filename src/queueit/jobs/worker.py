@@ -66,7 +66,7 @@ from ..transports import Delivery, Outgoing, Transport, TransportClosed, Transpo
 from .app import App
 from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
-from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode
+from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode, running_trace
 from .options import MAX_TIMEOUT, JobTimeout
 from .workflows import GroupFailed, allows_failures, member_report, next_step, with_group_results
 
@@ -514,6 +514,7 @@ class Worker:
     async def _run(self, handler: Handler, call: Callable[[], Any], context: JobContext) -> Any:
         timeout = handler.options.timeout
         token = current_job.set(context)
+        trace = running_trace.set(context.envelope.trace_id)
         try:
             if handler.is_async:
                 if timeout is None:
@@ -540,6 +541,7 @@ class Worker:
                 self._finish(Exit.REPLACE)
                 raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
         finally:
+            running_trace.reset(trace)
             current_job.reset(token)
 
     def _call_inline(self, handler: Handler, call: Callable[[], Any]) -> Any:
