@@ -5,7 +5,20 @@ The public API is what ``__all__`` lists; everything else may change without not
 
 from ._version import __version__
 from .client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
-from .jobs import App, Envelope, InvalidMessage, Job, JobTimeout, Middleware, Progress, Queue, Retry, current
+from .jobs import (
+    App,
+    Envelope,
+    FailNow,
+    InvalidMessage,
+    Job,
+    JobTimeout,
+    Middleware,
+    Progress,
+    Queue,
+    Retry,
+    RetryLater,
+    current,
+)
 from .stomp import Limits, Message
 
 __all__ = [
@@ -15,6 +28,7 @@ __all__ = [
     "ClientError",
     "ConnectionClosed",
     "Envelope",
+    "FailNow",
     "InvalidMessage",
     "Job",
     "JobTimeout",
@@ -25,6 +39,7 @@ __all__ = [
     "Queue",
     "ReceiveTimeout",
     "Retry",
+    "RetryLater",
     "ServerRefused",
     "__version__",
     "current",

@@ -4,6 +4,7 @@ sending, argument checks, plain messages, invalid messages, retries, failures, h
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import threading
 import time
@@ -14,11 +15,13 @@ import pytest
 from queueit.jobs import (
     App,
     Envelope,
+    FailNow,
     InvalidMessage,
     JobTimeout,
     Middleware,
     Queue,
     Retry,
+    RetryLater,
     Worker,
     WorkerSettings,
     current,
@@ -27,7 +30,8 @@ from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
 from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit
-from queueit.transports import Outgoing, Unsupported
+from queueit.transports import Capabilities, Outgoing, Unsupported
+from queueit.transports.memory import MemoryTransport, shared_broker
 
 
 def make_app() -> App:
@@ -297,6 +301,93 @@ def test_which_exceptions_retry() -> None:
         report = jobs.run()
     assert calls == ["missing", "other"]  # neither retried
     assert len(report.failed) == 2
+
+
+def test_a_job_can_ask_to_retry_later_or_to_fail_now() -> None:
+    app = make_app()
+    delays: list[float] = []
+    attempts: list[tuple[str, int]] = []
+
+    class Delays(Middleware):
+        def on_retry(self, envelope: Envelope, error: BaseException, delay: float) -> None:
+            delays.append(delay)
+
+    app.middleware.append(Delays())
+    policy = Retry(retries=2, base=1, jitter=False, retry_on=(TimeoutError,))
+
+    @app.job(queue="q", retry=policy)
+    def rate_limited() -> None:
+        attempts.append(("rate_limited", current().attempt))
+        raise RetryLater("rate limited", delay=42.5)  # retried though retry_on says otherwise
+
+    @app.job(queue="q", retry=policy)
+    def backs_off() -> None:
+        attempts.append(("backs_off", current().attempt))
+        if current().attempt == 1:
+            raise RetryLater()  # no delay: the policy's back-off
+
+    @app.job(queue="q", retry=policy)
+    def gone() -> None:
+        attempts.append(("gone", current().attempt))
+        raise FailNow("the record is gone")  # retries left, but none is taken
+
+    with JobTester(app) as jobs:
+        rate_limited.send()
+        backs_off.send()
+        gone.send()
+        report = jobs.run()
+    assert sorted(attempts) == [
+        ("backs_off", 1),
+        ("backs_off", 2),
+        ("gone", 1),
+        ("rate_limited", 1),
+        ("rate_limited", 2),
+        ("rate_limited", 3),  # out of retries: failed like any job
+    ]
+    assert sorted(delays) == [1.0, 42.5, 42.5]
+    assert sorted(e.job.rsplit(".", 1)[1] for e in report.failed) == ["gone", "rate_limited"]
+    assert sorted(type(e).__name__ for e in report.errors) == ["FailNow"] + ["RetryLater"] * 4
+    with pytest.raises(ValueError, match="delay must be from 0"):
+        RetryLater(delay=-1)
+    with pytest.raises(ValueError, match="retry base and cap"):
+        Retry(cap=10 * 365 * 86_400)
+
+
+def test_a_retry_longer_than_the_transport_delays_waits_its_longest() -> None:
+    name = "short-delays"
+    delays: list[float] = []
+
+    class ShortDelays(MemoryTransport):
+        @property
+        def capabilities(self) -> Capabilities:
+            return dataclasses.replace(super().capabilities, max_delay=10.0)
+
+    class Delays(Middleware):
+        def on_retry(self, envelope: Envelope, error: BaseException, delay: float) -> None:
+            delays.append(delay)
+
+    app = App(f"memory://{name}", transport_factory=lambda: ShortDelays(shared_broker(name)))
+    app.middleware.append(Delays())
+
+    @app.job(queue="q", retries=1)
+    def later() -> None:
+        raise RetryLater(delay=3600)
+
+    later.send()
+    worker = Worker(app, WorkerSettings())
+
+    async def scenario() -> None:
+        running = asyncio.ensure_future(worker.run())
+        for _ in range(500):
+            if delays:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await running
+
+    asyncio.run(scenario())
+    app.close()
+    assert delays == [10.0]  # not refused by the transport, not handed back again and again
 
 
 def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:

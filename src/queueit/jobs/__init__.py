@@ -8,7 +8,7 @@ from .context import JobContext, Progress, current
 from .definitions import Job, Queue, Sender
 from .envelope import Envelope, InvalidMessage
 from .middleware import Middleware
-from .options import JobOptions, JobTimeout, Retry, SendOptions
+from .options import FailNow, JobOptions, JobTimeout, Retry, RetryLater, SendOptions
 from .worker import Exit, Worker, WorkerSettings
 from .workflows import Group, GroupFailed
 
@@ -16,6 +16,7 @@ __all__ = [
     "App",
     "Envelope",
     "Exit",
+    "FailNow",
     "Group",
     "GroupFailed",
     "InvalidMessage",
@@ -27,6 +28,7 @@ __all__ = [
     "Progress",
     "Queue",
     "Retry",
+    "RetryLater",
     "SendOptions",
     "Sender",
     "Worker",

@@ -19,6 +19,10 @@ MAX_KEY = 200
 #: A job may not run longer than this, whatever its timeout says (one day).
 MAX_TIMEOUT = 86_400.0
 
+#: The longest wait before a retry a policy or a job may ask for (a year); a transport with a
+#: shorter limit (``Capabilities.max_delay``) waits its longest instead.
+MAX_RETRY_DELAY = 365 * 86_400.0
+
 
 @dataclass(frozen=True, slots=True)
 class Retry:
@@ -49,8 +53,10 @@ class Retry:
     def __post_init__(self) -> None:
         if not 0 <= self.retries <= 1000:
             raise ValueError(f"retries must be from 0 to 1000, got {self.retries}")
-        if self.base < 0 or self.factor < 1 or self.cap < 0:
-            raise ValueError("retry base and cap must not be negative, and factor must be at least 1")
+        if not (0 <= self.base <= MAX_RETRY_DELAY and 0 <= self.cap <= MAX_RETRY_DELAY):
+            raise ValueError(f"retry base and cap must be from 0 to {MAX_RETRY_DELAY:g} seconds")
+        if not 1 <= self.factor <= 100:
+            raise ValueError(f"retry factor must be from 1 to 100, got {self.factor}")
 
     def delay(self, attempt: int, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait after failed attempt ``attempt`` (1-based)."""
@@ -58,10 +64,52 @@ class Retry:
         return wait * (0.5 + rand() / 2) if self.jitter else wait
 
     def should_retry(self, error: BaseException, attempt: int) -> bool:
-        """Whether failed attempt ``attempt`` (1-based) with ``error`` runs again."""
-        if isinstance(error, self.fail_on) or not isinstance(error, self.retry_on):
+        """Whether failed attempt ``attempt`` (1-based) with ``error`` runs again.
+
+        :class:`FailNow` never does; :class:`RetryLater` does whatever ``retry_on`` and
+        ``fail_on`` say, while retries are left.
+        """
+        if isinstance(error, FailNow):
+            return False
+        if not isinstance(error, RetryLater) and (
+            isinstance(error, self.fail_on) or not isinstance(error, self.retry_on)
+        ):
             return False
         return attempt <= self.retries
+
+    def delay_after(self, error: BaseException, attempt: int) -> float:
+        """Seconds before the retry of failed attempt ``attempt``: a :class:`RetryLater`'s own
+        delay, or the back-off."""
+        if isinstance(error, RetryLater) and error.delay is not None:
+            return error.delay
+        return self.delay(attempt)
+
+
+class RetryLater(Exception):
+    """Raise in a job to run it again later, after ``delay`` seconds (None: the job's back-off).
+
+    It is retried whatever the policy's ``retry_on`` and ``fail_on`` say, and it still counts
+    as an attempt: out of retries, the job fails like any other. Like Celery's
+    ``self.retry(countdown=...)`` or Dramatiq's ``Retry``, for a job that knows when trying
+    again makes sense (a rate limit's reset time, a resource not ready yet)::
+
+        raise RetryLater("the API's rate limit is reached", delay=reset_in)
+
+    Raises:
+        ValueError: ``delay`` is not from 0 to :data:`MAX_RETRY_DELAY` seconds.
+    """
+
+    def __init__(self, message: str = "", *, delay: float | None = None) -> None:
+        if delay is not None and not 0 <= delay <= MAX_RETRY_DELAY:
+            raise ValueError(f"delay must be from 0 to {MAX_RETRY_DELAY:g} seconds, got {delay}")
+        super().__init__(message or "retry later")
+        self.delay = delay
+
+
+class FailNow(Exception):
+    """Raise in a job to fail it at once, whatever its retry policy: it goes to the failed
+    jobs with this error, retries left or not. For errors that no retry can mend (bad input
+    found late, a resource that is gone), like Symfony's unrecoverable exceptions."""
 
 
 @dataclass(frozen=True, slots=True)

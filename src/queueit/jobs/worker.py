@@ -633,11 +633,14 @@ class Worker:
         headers = {"job": envelope.job, "job-id": envelope.id}
         priority = _priority(delivery)
         if policy.should_retry(error, attempt) and not isinstance(error, GroupFailed):
-            delay = policy.delay(attempt)
+            delay = policy.delay_after(error, attempt)
             if isinstance(error, JobTimeout) and self._pool is not None and not handler.is_async:
                 # Its thread runs on until this process exits (it stops taking jobs and is
                 # replaced): the retry waits until then, so the two never run at once.
                 delay = max(delay, self.settings.shutdown_timeout + OVERRUN_RETRY_MARGIN)
+            longest = transport.capabilities.max_delay
+            if longest is not None and delay > longest:
+                delay = longest  # waits the transport's longest rather than being refused
             # The retry takes over the unique key (the ack applies first: see Transport.settle).
             unique = (
                 Unique(envelope.unique, envelope.id)
