@@ -14,6 +14,10 @@ import time
 
 from queueit.jobs import App, Retry, current
 
+# The reload test breaks this module's import on purpose, by creating this file.
+if os.path.exists(os.environ.get("QUEUEIT_LEDGER", os.devnull) + ".broken"):
+    raise ImportError("tests.jobs.sample_app is broken on purpose (a reload test)")
+
 app = App(os.environ.get("QUEUEIT_URL", "memory://sample"))
 _kept: list[bytearray] = []
 

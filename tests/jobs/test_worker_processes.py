@@ -10,6 +10,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -143,6 +144,34 @@ def test_sighup_replaces_the_processes_without_losing_a_job(
         send(jobs.add, i)
     ledger.wait_for(lambda led: len(led.of("add")) == 60, "jobs after the reload")
     assert not {int(p[2]) for p in ledger.of("add")[-10:]} & old
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_reload_to_code_that_cannot_be_imported_keeps_the_running_processes(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2")
+    wait_until(lambda: worker.log().count("taking jobs from") == 2, "two processes at work")
+    running = set(worker.pids())
+    broken = Path(str(ledger.path) + ".broken")
+    broken.touch()  # the next import of the app fails
+    worker.signal(signal.SIGHUP)
+    wait_until(lambda: "could not import" in worker.log(), "the reload to give up", log=worker.log)
+    assert worker.process.poll() is None  # the supervisor carries on
+    send(jobs.add, 1)
+    ledger.wait_for(lambda led: len(led.of("add")) == 1, "the old processes to work")
+    assert int(ledger.of("add")[0][2]) in running
+    broken.unlink()  # mended: the next reload goes through
+    worker.signal(signal.SIGHUP)
+    wait_until(
+        lambda: worker.log().count("(reloaded) exited with 0") == 2,
+        "the old processes to exit",
+        log=worker.log,
+    )
+    send(jobs.add, 2)
+    ledger.wait_for(lambda led: len(led.of("add")) == 2, "the new processes to work")
+    assert int(ledger.of("add")[1][2]) not in running
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
 

@@ -28,8 +28,13 @@ from .worker import EXIT_REPLACE, Exit, Worker, WorkerSettings
 
 EXIT_STOPPED = 0
 EXIT_BAD_APP = 78  # EX_CONFIG: the app cannot be loaded; restarting will not help
-#: The supervisor passes a pipe's write end in this variable; a byte on it says "ready for signals".
+#: The supervisor passes a pipe's write end in this variable.
 READY_FD_ENV = "QUEUEIT_READY_FD"
+#: What a worker process writes on that pipe: its stop signals are handled from now on; then,
+#: its app is imported (a reload stops the old processes only after this). End of file
+#: without them: the process died first.
+SIGNALS_READY = b"1"
+APP_LOADED = b"2"
 
 log = logging.getLogger("queueit.worker")
 
@@ -66,6 +71,12 @@ def settings_from_json(text: str) -> tuple[str, WorkerSettings]:
     raw["queues"] = tuple(raw["queues"])
     raw["reconnect_delays"] = tuple(raw["reconnect_delays"])
     return document["app"], WorkerSettings(**raw)
+
+
+def _tell(fd: int | None, what: bytes) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):  # the supervisor is gone: nobody to tell
+            os.write(fd, what)
 
 
 def die_with_parent() -> None:
@@ -112,17 +123,19 @@ def main(argv: list[str]) -> int:
         signal.signal(signum, lambda signum, frame: early.append(signum))
     die_with_parent()
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles reloads
-    ready_fd = os.environ.pop(READY_FD_ENV, "")
-    if ready_fd.isdigit():
-        with contextlib.suppress(OSError):
-            os.write(int(ready_fd), b"1")
-            os.close(int(ready_fd))
+    ready = os.environ.pop(READY_FD_ENV, "")
+    ready_fd = int(ready) if ready.isdigit() else None
+    _tell(ready_fd, SIGNALS_READY)
     app_spec, settings = settings_from_json(argv[0])
     try:
         app = load_app(app_spec)
     except ValueError as exc:
         log.error("%s", exc)
         return EXIT_BAD_APP
+    _tell(ready_fd, APP_LOADED)
+    if ready_fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(ready_fd)
     try:
         import uvloop
 

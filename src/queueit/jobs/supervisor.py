@@ -8,8 +8,10 @@
 * SIGTERM/SIGINT: forwarded once to every process (stop taking jobs, finish running ones up to
   the shutdown timeout, hand back the rest); a second signal is forwarded too, as SIGINT
   (hand back now).
-* SIGHUP: a graceful reload: fresh processes start (importing the code anew), then the old
-  ones are told to stop as with SIGTERM; no job is lost, none is refused meanwhile.
+* SIGHUP: a graceful reload: fresh processes start (importing the code anew), and each old
+  one is told to stop as with SIGTERM once its replacement has imported the app; no job is
+  lost, none is refused meanwhile. New code that cannot be imported changes nothing: the old
+  processes keep running and the supervisor says why.
 
 Worker processes run in their own process group (a terminal's Ctrl-C reaches only the
 supervisor, which forwards it once) and get SIGTERM if the supervisor dies.
@@ -31,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs
-from .process import EXIT_BAD_APP, READY_FD_ENV, settings_to_json
+from .process import APP_LOADED, EXIT_BAD_APP, READY_FD_ENV, settings_to_json
 from .worker import EXIT_REPLACE, WorkerSettings
 
 log = logging.getLogger("queueit.supervisor")
@@ -43,6 +45,16 @@ BACKOFF_MAX = 30.0
 STABLE_AFTER = 60.0
 #: Worker processes one supervisor keeps (--processes): beyond this, run more supervisors.
 MAX_PROCESSES = 256
+
+
+@dataclass
+class Startup:
+    """How far a new process got: its stop signals are handled (``ready``: a stop signal
+    sent earlier would kill it mid-import), and then whether it imported the app."""
+
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    done: asyncio.Event = field(default_factory=asyncio.Event)  # loaded, or the pipe closed
+    loaded: bool = False
 
 
 @dataclass
@@ -66,9 +78,8 @@ class Supervisor:
         self.stopping = 0  # stop signals received
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        # pid -> set once the process has its signal handlers (it says so on a pipe): a stop
-        # signal sent earlier would kill it mid-import instead of stopping it cleanly.
-        self._ready: dict[int, asyncio.Event] = {}
+        # pid -> how far it started (it says so on a pipe).
+        self._startups: dict[int, Startup] = {}
         self.exit_code = 0
 
     async def run(self) -> int:
@@ -89,6 +100,12 @@ class Supervisor:
         return any(s.process is not None or s.retired for s in self.slots)
 
     async def _spawn(self, slot: Slot) -> None:
+        process = await self._start()
+        slot.process, slot.started = process, time.monotonic()
+        log.info("worker process %d started (slot %d)", process.pid, slot.index)
+        self._watch(slot, process)
+
+    async def _start(self) -> asyncio.subprocess.Process:
         loop = asyncio.get_running_loop()
         read_end, write_end = os.pipe()
         try:
@@ -106,29 +123,36 @@ class Supervisor:
             raise
         finally:
             os.close(write_end)
-        ready = self._ready[process.pid] = asyncio.Event()
+        startup = self._startups[process.pid] = Startup()
 
-        def on_ready() -> None:  # a byte when ready, or end of file when the process died
-            loop.remove_reader(read_end)
-            os.close(read_end)
-            ready.set()
+        def on_pipe() -> None:  # SIGNALS_READY, then APP_LOADED; end of file once it exits
+            try:
+                said = os.read(read_end, 16)
+            except OSError:
+                said = b""
+            startup.ready.set()  # whatever came: a signal no longer kills it mid-import
+            if APP_LOADED in said:
+                startup.loaded = True
+            if APP_LOADED in said or not said:
+                loop.remove_reader(read_end)
+                os.close(read_end)
+                startup.done.set()
 
-        loop.add_reader(read_end, on_ready)
-        slot.process, slot.started = process, time.monotonic()
-        log.info("worker process %d started (slot %d)", process.pid, slot.index)
-        self._watch(slot, process)
+        loop.add_reader(read_end, on_pipe)
+        return process
 
     def _terminate(self, process: asyncio.subprocess.Process, signum: int = signal.SIGTERM) -> None:
         """Send ``process`` a stop signal (SIGTERM or SIGINT) once it is ready to take it."""
-        ready = self._ready.get(process.pid)
-        if ready is None or ready.is_set():
+        startup = self._startups.get(process.pid)
+        if startup is None or startup.ready.is_set():
             if process.returncode is None:
                 process.send_signal(signum)
             return
 
         async def when_ready() -> None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(ready.wait(), STARTUP_TIMEOUT)
+                async with asyncio.timeout(STARTUP_TIMEOUT):
+                    await startup.ready.wait()
             if process.returncode is None:
                 process.send_signal(signum)
 
@@ -144,7 +168,7 @@ class Supervisor:
 
     async def _reap(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
-        self._ready.pop(process.pid, None)
+        self._startups.pop(process.pid, None)
         if process in slot.retired:  # replaced by a reload: its exit needs nothing more
             slot.retired.remove(process)
             log.info("worker process %d (reloaded) exited with %d", process.pid, code)
@@ -169,7 +193,7 @@ class Supervisor:
                 what += " (an inline job stuck past its timeout in code that never returned to Python)"
             log.warning("worker process %d %s; restarting in %.1f s", process.pid, what, slot.backoff)
             await asyncio.sleep(slot.backoff)
-            if not self.stopping:
+            if not self.stopping and slot.process is None:  # a reload may have filled it since
                 await self._spawn(slot)
         self._wake.set()
 
@@ -194,11 +218,34 @@ class Supervisor:
 
     async def _reload(self) -> None:
         for slot in self.slots:
-            old = slot.process
+            if self.stopping:
+                return
+            fresh = await self._start()
+            startup = self._startups[fresh.pid]
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(STARTUP_TIMEOUT):
+                    await startup.done.wait()
+            if not startup.loaded or fresh.returncode is not None:
+                log.error(
+                    "SIGHUP: a new worker process could not import %s (its log says why); the "
+                    "running processes carry on with the code they have",
+                    self.app_spec,
+                )
+                if fresh.returncode is None:
+                    fresh.kill()  # stuck importing: it holds no job yet
+                await fresh.wait()
+                self._startups.pop(fresh.pid, None)
+                return
+            if self.stopping > 0:  # told to stop while it started: it stops with the others
+                slot.retired.append(fresh)
+                self._watch(slot, fresh)
+                self._terminate(fresh)
+                return
+            old, slot.process, slot.started = slot.process, fresh, time.monotonic()
+            log.info("worker process %d started (slot %d, reload)", fresh.pid, slot.index)
+            self._watch(slot, fresh)
             if old is not None:
                 slot.retired.append(old)
-            await self._spawn(slot)
-            if old is not None:
                 self._terminate(old)
 
 
