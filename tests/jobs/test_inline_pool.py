@@ -153,8 +153,8 @@ def test_the_worker_command_refuses_it_too(job_env: dict[str, str]) -> None:
         cwd=REPO, env=job_env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert done.returncode == 2
-    assert "job 'tests.jobs.sample_app.runaway' has a 1 s timeout" in done.stdout
-    assert "raise --lease to 3 or more, or use --pool threads" in done.stdout
+    assert "job 'tests.jobs.sample_app.runaway' has a 1 s timeout" in done.stderr
+    assert "raise --lease to 3 or more, or use --pool threads" in done.stderr
 
 
 def test_an_inline_job_longer_than_the_heartbeat_keeps_its_connection(tmp_path: Path) -> None:

@@ -689,6 +689,16 @@ def test_a_pipeline_feeds_each_result_to_the_next_step_and_survives_a_failed_ste
     assert isinstance(first, str)
     with pytest.raises(ValueError, match="not a job of this app"):
         app.pipeline(resize.s("x", 1), App("memory://other").job(lambda: None).s())
+    # Checked as the workflow is made, not when a worker gets the step:
+    with pytest.raises(TypeError, match=r"pipeline step .*resize.*missing a required argument: 'width'"):
+        app.pipeline(resize.s("x"), upload.s(bucket="b"))
+    with pytest.raises(TypeError, match=r"after the result it is given first\): too many positional"):
+        app.pipeline(resize.s("x", 1), watermark.s("extra"))
+    with pytest.raises(TypeError, match=r"group member .*unexpected keyword argument 'height'"):
+        app.group(resize.s("a", 1), resize.s("b", 2, height=2))
+    with pytest.raises(TypeError, match=r"group callback .*missing a required argument: 'bucket'"):
+        app.group(resize.s("a", 1)).then(upload.s())
+    app.group(resize.s("a", 1)).then(upload.s(bucket="b"))  # the results come first: fits
 
 
 def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> None:
@@ -892,7 +902,7 @@ def test_a_group_callback_needs_a_transport_with_groups() -> None:
     def noop(n: int) -> None: ...
 
     with pytest.raises(Unsupported, match="group"):
-        app.group(noop.s(1)).then(noop.s(2)).send()
+        app.group(noop.s(1)).then(noop.s()).send()  # the results fill n
     app.close()
 
 

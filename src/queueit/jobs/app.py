@@ -358,8 +358,7 @@ class App:
         See :mod:`queueit.jobs.workflows`; the callback needs a transport with groups.
         """
         for step in members:
-            if step.job not in self.handlers:
-                raise ValueError(f"group member {step.job!r} is not a job of this app")
+            self.check_step(step, "group member", fed=False)
         return Group(self, members)
 
     async def send_group(
@@ -370,10 +369,29 @@ class App:
 
     def pipeline(self, *steps: Step) -> Pipeline:
         """Steps run one after the other, each fed the previous result (see ``workflows``)."""
-        for step in steps:
-            if step.job not in self.handlers:
-                raise ValueError(f"pipeline step {step.job!r} is not a job of this app")
+        for i, step in enumerate(steps):
+            self.check_step(step, "pipeline step", fed=i > 0)
         return Pipeline(self, steps)
+
+    def check_step(self, step: Step, role: str, *, fed: bool) -> None:
+        """Check a workflow's ``step`` when the workflow is made, not when a worker gets it:
+        a job of this app whose function takes these arguments (after the result it is
+        ``fed`` first, for a pipeline's later steps and a group's callback).
+
+        Raises:
+            ValueError: no job of this app has the step's name.
+            TypeError: the arguments do not fit the job's function.
+        """
+        handler = self.handlers.get(step.job)
+        if handler is None:
+            raise ValueError(f"{role} {step.job!r} is not a job of this app")
+        if isinstance(handler, Job):
+            fed_first = (None,) if fed else ()
+            try:
+                inspect.signature(handler.fn).bind(*fed_first, *step.args, **step.kwargs)
+            except TypeError as exc:
+                what = " (after the result it is given first)" if fed else ""
+                raise TypeError(f"{role} {step.job!r}{what}: {exc}") from None
 
     def register(self, cls: type[Queue]) -> type[Queue]:
         """Register a :class:`Queue` subclass (usable as a class decorator)."""

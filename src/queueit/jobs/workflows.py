@@ -141,8 +141,7 @@ class Group:
             allow_failures: run it even if members failed (their results are None);
                 otherwise it is kept as a failed job (``GroupFailed``).
         """
-        if callback.job not in self.app.handlers:
-            raise ValueError(f"group callback {callback.job!r} is not a job of this app")
+        self.app.check_step(callback, "group callback", fed=True)
         self.callback = callback
         self.allow_failures = allow_failures
         return self
