@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, Literal
 
+import msgspec
+import pydantic
 import pytest
 
 from queueit.jobs import (
@@ -26,6 +28,7 @@ from queueit.jobs import (
     WorkerSettings,
     current,
 )
+from queueit.jobs.arguments import convert
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
@@ -198,6 +201,69 @@ def test_arguments_are_checked_and_converted_by_type_hints_on_the_worker() -> No
     assert report.done == 1
     assert len(report.invalid) == 1
     assert "tags[0]: expected str" in report.invalid[0][1]
+
+
+class Address(pydantic.BaseModel):
+    city: str
+    zip: str
+
+
+class Point(msgspec.Struct):
+    x: int
+    y: int
+
+
+@dataclasses.dataclass
+class Size:
+    width: int
+    height: int = 1
+
+
+def test_models_are_sent_as_json_and_rebuilt_from_the_hints_on_the_worker() -> None:
+    app = make_app()
+    got: list[Any] = []
+
+    @app.job(queue="q")
+    def place(address: Address, at: Point, size: Size, tags: set[str]) -> None:
+        got.append((address, at, size, tags))
+
+    good = ({"city": "Oslo", "zip": "0150"}, {"x": 1, "y": 2}, {"width": 3}, ["a"])
+    bad = [
+        (({"city": "Oslo"}, *good[1:]), "zip"),  # pydantic: a field missing
+        ((good[0], {"x": "one", "y": 2}, *good[2:]), "Expected `int`, got `str`"),  # msgspec
+        ((*good[:2], {"width": 3, "depth": 4}, good[3]), "Size has no field 'depth'"),
+        ((*good[:2], {"width": "3"}, good[3]), "size.width: expected int, got str"),
+        ((*good[:2], {"height": 2}, good[3]), "missing 1 required positional argument: 'width'"),
+        ((*good[:3], [["a"]]), "tags[0]: expected str, got list"),
+    ]
+    with JobTester(app) as jobs:
+        place.send(Address(city="Oslo", zip="0150"), Point(x=1, y=2), Size(3), {"a"})
+
+        async def put_raw() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            for args, _ in bad:
+                await transport.publish("q", Outgoing(Envelope.new(place.name, "q", args).encode()))
+            await transport.close()
+
+        asyncio.run(put_raw())
+        report = jobs.run()
+    assert got == [(Address(city="Oslo", zip="0150"), Point(x=1, y=2), Size(3, 1), {"a"})]
+    assert len(report.invalid) == len(bad)
+    for (_, reason), (_, said) in zip(bad, report.invalid, strict=True):
+        assert reason in said, said
+
+
+def test_a_hint_that_cannot_be_resolved_leaves_the_others_checked() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def half_typed(n: int, thing: NotDefinedAnywhere) -> None: ...  # type: ignore[name-defined]  # noqa: F821
+
+    with JobTester(app), pytest.raises(TypeError, match="n: expected int, got str"):
+        half_typed.send("one", object())  # type: ignore[arg-type]
+    with pytest.raises(InvalidMessage, match="a set's items must be strings, numbers or null"):
+        convert([["not", "hashable"]], set, "tags")
 
 
 def test_a_plain_json_message_from_another_language_is_a_job() -> None:

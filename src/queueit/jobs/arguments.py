@@ -1,15 +1,17 @@
 """Job arguments: to JSON when sent, checked against the function's signature when received.
 
-Sending turns pydantic models (``model_dump``) and msgspec structs (``msgspec.to_builtins``)
-into JSON values. Receiving binds the arguments to the signature (a missing or unknown
-argument is an invalid message) and checks each against its type hint: plain types (str,
-int, float, bool, None, list, dict, tuple), their generic forms, ``X | None``, ``Literal``,
-and model classes, which are built from the JSON object (``model_validate`` for pydantic,
-``msgspec.convert`` for msgspec). Hints it does not understand are not checked.
+Sending turns pydantic models (``model_dump``), msgspec structs (``msgspec.to_builtins``) and
+dataclasses into JSON values. Receiving binds the arguments to the signature (a missing or
+unknown argument is an invalid message) and checks each against its type hint: plain types
+(str, int, float, bool, None, list, dict, tuple, set), their generic forms, ``X | None``,
+``Literal``, and model classes, which are built from the JSON object (``model_validate`` for
+pydantic, ``msgspec.convert`` for msgspec, the constructor with each field checked for a
+dataclass). Hints it does not understand, or cannot resolve, are not checked.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 import types
@@ -21,14 +23,17 @@ from .envelope import InvalidMessage
 
 
 def to_json_value(value: Any) -> Any:
-    """``value`` with models turned into JSON values (pydantic, msgspec, dataclass-like models)."""
+    """``value`` with models turned into JSON values (pydantic models, msgspec structs,
+    dataclasses), and tuples and sets into lists."""
     dump = getattr(value, "model_dump", None)
     if callable(dump):
         return dump(mode="json")
     msgspec = sys.modules.get("msgspec")
     if msgspec is not None and isinstance(value, msgspec.Struct):
         return msgspec.to_builtins(value)
-    if isinstance(value, list | tuple):
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return to_json_value(dataclasses.asdict(value))
+    if isinstance(value, list | tuple | set | frozenset):
         return [to_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: to_json_value(v) for k, v in value.items()}
@@ -40,10 +45,7 @@ class Signature:
 
     def __init__(self, fn: Callable[..., Any]) -> None:
         self.signature = inspect.signature(fn)
-        try:
-            self.hints = typing.get_type_hints(fn)
-        except (NameError, TypeError):
-            self.hints = {}  # hints that cannot be resolved are not checked
+        self.hints = resolved_hints(fn)
 
     def bind(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> inspect.BoundArguments:
         """The arguments converted (models built) and checked.
@@ -62,6 +64,23 @@ class Signature:
                 continue
             bound.arguments[name] = convert(value, hint, name)
         return bound
+
+
+def resolved_hints(fn: Callable[..., Any]) -> dict[str, Any]:
+    """``fn``'s type hints, resolved; one that cannot be (a name defined only for type
+    checkers) is left out, and the others are still checked."""
+    try:
+        return typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        pass
+    hints: dict[str, Any] = {}
+    namespace = getattr(fn, "__globals__", {})
+    for name, annotation in getattr(fn, "__annotations__", {}).items():
+        try:  # the annotation's own text, as get_type_hints would evaluate it
+            hints[name] = eval(annotation, namespace) if isinstance(annotation, str) else annotation
+        except Exception:  # whatever the annotation's code raises: that one is not checked
+            continue
+    return hints
 
 
 def convert(value: Any, hint: Any, where: str) -> Any:
@@ -89,13 +108,21 @@ def convert(value: Any, hint: Any, where: str) -> Any:
         if value is None:
             return None
         raise InvalidMessage(f"{where}: expected null, got {type(value).__name__}")
-    if origin in (list, tuple, set, frozenset) or hint in (list, tuple):
+    if origin in (list, tuple, set, frozenset) or hint in (list, tuple, set, frozenset):
         if not isinstance(value, list):
             raise InvalidMessage(f"{where}: expected a JSON array, got {type(value).__name__}")
         item = typing.get_args(hint)
         if item and origin is not tuple:
             value = [convert(v, item[0], f"{where}[{i}]") for i, v in enumerate(value)]
-        return tuple(value) if (origin or hint) is tuple else value
+        kind = origin or hint
+        if kind is tuple:
+            return tuple(value)
+        if kind in (set, frozenset):
+            try:
+                return kind(value)
+            except TypeError:
+                raise InvalidMessage(f"{where}: a set's items must be strings, numbers or null") from None
+        return value
     if origin is dict or hint is dict or origin is Mapping:
         if not isinstance(value, dict):
             raise InvalidMessage(f"{where}: expected a JSON object, got {type(value).__name__}")
@@ -109,6 +136,8 @@ def convert(value: Any, hint: Any, where: str) -> Any:
 
 
 def _convert_type(value: Any, hint: type, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _dataclass(value, hint, where)
     validate = getattr(hint, "model_validate", None)
     if callable(validate):  # a pydantic model
         try:
@@ -128,3 +157,20 @@ def _convert_type(value: Any, hint: type, where: str) -> Any:
     if hint in (str, int, float, bool) and not isinstance(value, hint):
         raise InvalidMessage(f"{where}: expected {hint.__name__}, got {type(value).__name__}")
     return value
+
+
+def _dataclass(value: Any, hint: type, where: str) -> Any:
+    """A dataclass built from a JSON object, each field checked against its hint."""
+    if not isinstance(value, dict):
+        got = type(value).__name__
+        raise InvalidMessage(f"{where}: expected a JSON object for {hint.__name__}, got {got}")
+    fields = {f.name for f in dataclasses.fields(hint) if f.init}
+    unknown = sorted(set(value) - fields)
+    if unknown:
+        raise InvalidMessage(f"{where}: {hint.__name__} has no field {unknown[0]!r}")
+    hints = resolved_hints(hint)
+    converted = {k: convert(v, hints.get(k, Any), f"{where}.{k}") for k, v in value.items()}
+    try:
+        return hint(**converted)
+    except (TypeError, ValueError) as exc:  # a missing field, or the class's own check
+        raise InvalidMessage(f"{where}: {hint.__name__}: {exc}") from None
