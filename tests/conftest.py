@@ -33,6 +33,22 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
+def make_test_certificate(directory: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for ``localhost`` and 127.0.0.1, valid a day: (cert, key)."""
+    require(
+        subprocess.run(["which", "openssl"], capture_output=True, check=False).returncode == 0,
+        "openssl is needed to make a test certificate",
+    )
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(cert), "-days", "1", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    return cert, key
+
+
 def wait_until(
     condition: Callable[[], bool], what: str, timeout: float = 20.0, log: Callable[[], str] = str
 ) -> None:

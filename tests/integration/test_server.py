@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import ssl
@@ -12,9 +13,12 @@ from pathlib import Path
 
 import pytest
 
+from queueit import App
 from queueit.client import Client, ServerRefused
+from queueit.jobs import Worker, WorkerSettings
+from queueit.transports import TransportError, open_transport
 
-from ..conftest import BrokerProcess, require, start_broker
+from ..conftest import BrokerProcess, make_test_certificate, start_broker
 from .raw import CONNECT_12, RawPeers
 
 
@@ -165,34 +169,7 @@ def test_users_permissions_and_guest_off(tmp_path: Path) -> None:
 
 
 def test_tls_listener(tmp_path: Path) -> None:
-    require(
-        subprocess.run(["which", "openssl"], capture_output=True, check=False).returncode == 0,
-        "openssl is needed to make a test certificate",
-    )
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost,IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
+    cert, key = make_test_certificate(tmp_path)
     config = write_config(tmp_path / "q.toml", f'[tls]\nport = 0\ncert = "{cert}"\nkey = "{key}"\n')
     broker = start_broker(tmp_path / "data", "--config", str(config))
     try:
@@ -203,8 +180,48 @@ def test_tls_listener(tmp_path: Path) -> None:
             client.subscribe("/queue/secure", receipt=True)
             client.send("/queue/secure", b"over tls", receipt=True)
             assert client.receive().body == b"over tls"
+        # The job framework's queueits:// URL: sent and run over TLS, the certificate checked.
+        app = App(f"queueits://localhost:{tls_port}?ca={cert}")
+        ran: list[int] = []
+
+        @app.job(queue="secure-jobs")
+        def secure(n: int) -> None:
+            ran.append(n)
+
+        secure.send(7)
+
+        async def work() -> None:
+            worker = Worker(app, WorkerSettings())
+            running = asyncio.ensure_future(worker.run())
+            for _ in range(500):
+                if ran:
+                    break
+                await asyncio.sleep(0.01)
+            worker.stop()
+            await running
+
+        asyncio.run(work())
+        app.close()
+        assert ran == [7]
+        untrusted = App(f"queueits://localhost:{tls_port}")  # the system's CAs: not this one
+        with pytest.raises(TransportError, match="CERTIFICATE_VERIFY_FAILED"):
+            untrusted.job(queue="secure-jobs")(lambda: None).send()
+        untrusted.close()
     finally:
         assert broker.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("queueit://localhost?ca=/x.pem", "unknown or repeated URL options"),
+        ("queueits://localhost?verify=no", "unknown or repeated URL options"),
+        ("queueits://localhost?ca=/no/such/ca.pem", "cannot read the CA certificates"),
+    ],
+)
+def test_bad_queueit_urls_are_refused_with_the_reason(url: str, said: str) -> None:
+    with pytest.raises(ValueError, match=said):
+        open_transport(url)
 
 
 def test_bad_config_is_a_clear_error(tmp_path: Path) -> None:

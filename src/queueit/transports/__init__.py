@@ -28,7 +28,7 @@ from .base import (
     Unsupported,
 )
 
-SCHEMES = ("queueit", "memory", "amqp")
+SCHEMES = ("queueit", "queueits", "memory", "amqp", "amqps")
 
 
 def open_transport(url: str) -> Transport:
@@ -38,7 +38,7 @@ def open_transport(url: str) -> Transport:
         ValueError: the URL names no transport, or is malformed for its transport.
     """
     scheme = urlsplit(url).scheme
-    if scheme == "queueit":
+    if scheme in ("queueit", "queueits"):
         from .stomp import QueueitTransport
 
         return QueueitTransport.from_url(url)
@@ -51,7 +51,8 @@ def open_transport(url: str) -> Transport:
 
         return AmqpTransport.from_url(url)
     raise ValueError(
-        f"no transport for {url[:80]!r}: use queueit://host:port, memory:// or amqp://user:password@host/vhost"
+        f"no transport for {url[:80]!r}: use queueit://host:port (queueits:// over TLS), memory:// or "
+        "amqp://user:password@host/vhost"
     )
 
 

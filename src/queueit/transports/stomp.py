@@ -20,10 +20,11 @@ from __future__ import annotations
 import base64
 import json
 import math
+import ssl
 from collections.abc import Sequence
 from contextlib import suppress
 from typing import Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
 from ..stomp import Message
@@ -45,6 +46,7 @@ from .base import (
 )
 
 DEFAULT_PORT = 61613
+DEFAULT_TLS_PORT = 61614  # the port docs/security.md gives the broker's TLS listener
 #: The client's heart-beat interval (ms) unless the loop may block for longer (tolerate_blocking).
 DEFAULT_HEARTBEAT_MS = 10_000
 EVENTS_EXCHANGE = "queueit.events"
@@ -113,9 +115,11 @@ class QueueitTransport:
         login: str | None = None,
         passcode: str | None = None,
         timeout: float = 10.0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self._login, self._passcode = login, passcode
+        self._tls = tls
         self._heartbeat_ms = DEFAULT_HEARTBEAT_MS  # both ways
         self._client = self._new_client()
         self._queues: dict[str, str] = {}  # subscription id -> queue name
@@ -124,23 +128,39 @@ class QueueitTransport:
 
     @classmethod
     def from_url(cls, url: str) -> QueueitTransport:
-        """``queueit://[user:password@]host[:port]``.
+        """``queueit://[user:password@]host[:port]``, or over TLS
+        ``queueits://[user:password@]host[:port][?ca=/path/to/ca.pem]`` (the broker's TLS
+        listener, port 61614 by default; the certificate is checked against ``ca``, or the
+        system's trusted authorities, and must name ``host``).
 
         Raises:
-            ValueError: the URL is not of that form.
+            ValueError: the URL is not of that form, or ``ca`` cannot be read.
         """
         parts = urlsplit(url)
-        if parts.scheme != "queueit" or parts.path not in ("", "/") or parts.query:
-            raise ValueError(f"not a queueit:// URL: {url!r}; use queueit://[user:password@]host[:port]")
+        usage = "use queueit://[user:password@]host[:port] or queueits://...[?ca=/path/to/ca.pem]"
+        if parts.scheme not in ("queueit", "queueits") or parts.path not in ("", "/"):
+            raise ValueError(f"not a queueit:// URL: {url!r}; {usage}")
+        secure = parts.scheme == "queueits"
+        query = parse_qs(parts.query, keep_blank_values=True, strict_parsing=False)
+        if set(query) - ({"ca"} if secure else set()) or any(len(v) > 1 for v in query.values()):
+            raise ValueError(f"unknown or repeated URL options in {url!r}; {usage}")
         try:
-            port = parts.port or DEFAULT_PORT
+            port = parts.port or (DEFAULT_TLS_PORT if secure else DEFAULT_PORT)
         except ValueError as exc:
             raise ValueError(f"bad port in {url!r}: {exc}") from None
+        tls = None
+        if secure:
+            ca = query.get("ca", [None])[0]
+            try:
+                tls = ssl.create_default_context(cafile=ca or None)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(f"cannot read the CA certificates {ca!r} of {url!r}: {exc}") from None
         return cls(
             parts.hostname or "127.0.0.1",
             port,
             login=unquote(parts.username) if parts.username else None,
             passcode=unquote(parts.password) if parts.password else None,
+            tls=tls,
         )
 
     def _new_client(self) -> AsyncClient:
@@ -151,6 +171,7 @@ class QueueitTransport:
             passcode=self._passcode,
             timeout=self.timeout,
             heartbeat=(self._heartbeat_ms, self._heartbeat_ms),
+            tls=self._tls,
         )
 
     def tolerate_blocking(self, seconds: float) -> None:
@@ -189,7 +210,14 @@ class QueueitTransport:
 
     def blocking_publisher(self) -> BlockingQueueitPublisher:
         return BlockingQueueitPublisher(
-            Client(self.host, self.port, login=self._login, passcode=self._passcode, timeout=self.timeout)
+            Client(
+                self.host,
+                self.port,
+                login=self._login,
+                passcode=self._passcode,
+                timeout=self.timeout,
+                tls=self._tls,
+            )
         )
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
