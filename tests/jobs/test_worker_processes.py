@@ -243,6 +243,7 @@ def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
         (["tests.jobs.sample_app:app", "--max-time", "inf"], "must be a finite number"),
         (["tests.jobs.sample_app:app", "--processes", "300"], "must be at most 256"),
         (["tests.jobs.sample_app:app", "--shutdown-timeout", "-1"], "must be 0 or more seconds"),
+        (["tests.jobs.test_scheduler:NO_PERIODICS"], "memory://, which lives inside one process"),
     ],
 )
 def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said: str) -> None:

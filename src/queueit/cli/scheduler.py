@@ -13,6 +13,7 @@ from ..jobs import logs
 from ..jobs.process import load_app
 from ..jobs.scheduler import Scheduler
 from ..transports import TransportError
+from .worker import in_process_only
 
 
 def register(sub: Any) -> None:
@@ -58,6 +59,9 @@ def scheduler(args: argparse.Namespace) -> int:
                 ticks.append(t.isoformat())
             print(f"{periodic.describe()}: {', '.join(ticks)}")
         return 0
+    if (why := in_process_only(app)) is not None:
+        print(f"queueit scheduler: {why}", file=sys.stderr)
+        return 2
     logs.configure("")
     try:
         asyncio.run(_run(Scheduler(app)))

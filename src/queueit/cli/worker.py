@@ -6,7 +6,9 @@ import argparse
 import math
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
+from ..jobs.app import App
 from ..jobs.process import load_app
 from ..jobs.supervisor import MAX_PROCESSES, run_supervisor
 from ..jobs.worker import POOLS, WorkerSettings, check_inline
@@ -43,6 +45,18 @@ def process_count(text: str) -> int:
     if value > MAX_PROCESSES:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_PROCESSES}, got {value}")
     return value
+
+
+def in_process_only(app: App) -> str | None:
+    """Why ``app`` cannot be served by separate processes (a ``memory://`` broker lives in
+    the process that made it), or None."""
+    if urlsplit(app.url).scheme != "memory":
+        return None
+    return (
+        f"the app's broker is {app.url}, which lives inside one process: worker and scheduler "
+        "processes would each get an empty one. Point the app at queueit://host:port (queueit "
+        "serve) or amqp://...; to run jobs in a test, use queueit.jobs.testing.JobTester"
+    )
 
 
 def queue_list(text: str) -> tuple[str, ...]:
@@ -128,6 +142,9 @@ def worker(args: argparse.Namespace) -> int:
         check_inline(app, settings)
     except ValueError as exc:
         print(f"queueit worker: {exc}", file=sys.stderr)
+        return 2
+    if (why := in_process_only(app)) is not None:
+        print(f"queueit worker: {why}", file=sys.stderr)
         return 2
     if not (settings.queues or app.queues() or app.listeners):
         print(f"queueit worker: {args.app} has no jobs or listeners: nothing to work on", file=sys.stderr)
