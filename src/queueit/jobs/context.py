@@ -11,7 +11,7 @@ import contextvars
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..transports import Delivery, Transport, TransportError, Unsupported
@@ -72,6 +72,8 @@ class JobContext:
     worker: Worker
     transport: Transport
     loop: asyncio.AbstractEventLoop
+    #: Reports not sent yet; made by the loop on the first report (owned by the loop).
+    _outbox: _Outbox | None = field(default=None, repr=False, compare=False)
 
     def progress(self, percent: float, note: str = "") -> None:
         """Report how far the job is (0-100) and what it does; callable from sync and async jobs.
@@ -79,7 +81,9 @@ class JobContext:
         The broker keeps the latest report per job id (``App.progress(job_id)`` reads it) and
         publishes each on the topic ``/topic/queueit.progress.<job id>`` for a UI to follow.
         Reports are sent in the background and never fail the job: one that cannot be sent
-        is logged. A transport that keeps no progress (``amqp://``) refuses at once.
+        is logged. While one is being sent, newer ones replace each other, so a job that
+        reports in a tight loop costs one send at a time, and its last report always goes
+        out. A transport that keeps no progress (``amqp://``) refuses at once.
 
         Raises:
             ValueError: ``percent`` is not within 0-100.
@@ -93,13 +97,28 @@ class JobContext:
             self.id, self.envelope.job, float(percent), note[:MAX_NOTE], self.attempt, time.time()
         )
         # From the loop (an async job) or a pool thread (a sync job) alike: the loop sends it.
-        self.loop.call_soon_threadsafe(self.worker.in_background, self._send(report.to_json()))
+        self.loop.call_soon_threadsafe(self._offer, report.to_json())
 
-    async def _send(self, body: bytes) -> None:
+    def _offer(self, body: bytes) -> None:  # on the loop
+        outbox = self._outbox
+        if outbox is None:
+            outbox = _Outbox()
+            object.__setattr__(self, "_outbox", outbox)  # frozen, but this field is the loop's
+        outbox.pending = body
+        if not outbox.sending:
+            outbox.sending = True
+            self.worker.in_background(self._drain(outbox))
+
+    async def _drain(self, outbox: _Outbox) -> None:
         try:
-            await self.transport.report_progress(self.id, body)
-        except TransportError as exc:
-            log.warning("job=%s id=%s progress not sent: %s", self.envelope.job, self.id, exc)
+            while (body := outbox.pending) is not None:
+                outbox.pending = None
+                try:
+                    await self.transport.report_progress(self.id, body)
+                except TransportError as exc:
+                    log.warning("job=%s id=%s progress not sent: %s", self.envelope.job, self.id, exc)
+        finally:
+            outbox.sending = False
 
     @property
     def id(self) -> str:
@@ -121,3 +140,14 @@ def current() -> JobContext:
         LookupError: no job is running here.
     """
     return current_job.get()
+
+
+class _Outbox:
+    """A job's progress reports on their way: the newest not yet sent, and whether a send is
+    under way. Only the worker's loop touches it."""
+
+    __slots__ = ("pending", "sending")
+
+    def __init__(self) -> None:
+        self.pending: bytes | None = None
+        self.sending = False
