@@ -28,6 +28,7 @@ from queueit.jobs import (
     WorkerSettings,
     current,
 )
+from queueit.jobs import failed as failed_jobs
 from queueit.jobs.arguments import convert
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
@@ -653,6 +654,31 @@ def test_every_listener_group_gets_each_event() -> None:
     assert mailed == [1, 2]
     with pytest.raises(ValueError, match="already registered"):
         app.on("user.saved", group="mailer")(lambda user: None)
+
+
+def test_retry_by_job_name_reaches_past_the_first_look(monkeypatch: pytest.MonkeyPatch) -> None:
+    app = make_app()
+
+    @app.job(queue="q", retries=0)
+    def flaky(n: int) -> None:
+        raise OSError("down")
+
+    monkeypatch.setattr(failed_jobs, "MAX_LISTED", 3)  # one look sees 3 dead letters
+    with JobTester(app) as jobs:
+        for n in range(7):
+            flaky.send(n)
+        jobs.run()
+
+        async def retry_all_of_them() -> int:
+            transport = app.open_transport()
+            await transport.connect()
+            try:
+                return await failed_jobs.retry_or_delete_job(transport, ["q"], flaky.name, delete_them=False)
+            finally:
+                await transport.close()
+
+        assert asyncio.run(retry_all_of_them()) == 7
+        assert sorted(e.args[0] for e in jobs.queued("q") if isinstance(e, Envelope)) == list(range(7))
 
 
 def test_jobs_sent_and_events_emitted_by_a_job_carry_its_trace_id() -> None:

@@ -86,9 +86,23 @@ async def _run(transport: Transport, queues: list[str], args: argparse.Namespace
         if args.id:
             one = await ops.find(transport, queues, args.id)
             if one is None:
-                print(f"queueit failed: no failed job {args.id!r} in {', '.join(queues)}", file=sys.stderr)
+                print(
+                    f"queueit failed: no failed job {args.id!r} among the oldest {ops.MAX_LISTED:,} "
+                    f"dead letters of {', '.join(queues)}",
+                    file=sys.stderr,
+                )
                 return 1
             selected = [one]
+        elif args.job and args.action in ("retry", "delete"):
+            count = await ops.retry_or_delete_job(
+                transport, queues, args.job, delete_them=args.action == "delete"
+            )
+            print(
+                f"moved {count} failed job(s) back to their queues"
+                if args.action == "retry"
+                else f"deleted {count} failed job(s)"
+            )
+            return 0
         elif args.job:
             selected = await ops.list_failed(transport, queues, job=args.job)
         if args.action == "show":

@@ -113,6 +113,25 @@ async def retry(transport: Transport, queues: Sequence[str], selected: Sequence[
     return sum([await transport.redrive(f.queue, f.id) for f in selected])
 
 
+async def retry_or_delete_job(
+    transport: Transport, queues: Sequence[str], job: str, *, delete_them: bool
+) -> int:
+    """Retry (or delete) every dead letter of job ``job`` in ``queues``.
+
+    A look at a queue sees its oldest :data:`MAX_LISTED` dead letters; those of ``job`` among
+    them are handled, which makes room for more, so it looks again until none is left (or a
+    look finds only dead letters that could not be moved: nothing more to do).
+    """
+    act = delete if delete_them else retry
+    total = 0
+    while found := await list_failed(transport, queues, job=job):
+        done = await act(transport, queues, found)
+        total += done
+        if done == 0:
+            break
+    return total
+
+
 async def delete(transport: Transport, queues: Sequence[str], selected: Sequence[FailedJob] | None) -> int:
     """Delete ``selected`` (None: every dead letter of ``queues``)."""
     if selected is None:
