@@ -926,6 +926,19 @@ def test_a_running_unique_job_and_its_retry_keep_the_key_until_it_fails() -> Non
 # -- groups ------------------------------------------------------------------------------------
 
 
+class EnqueueAudit(Middleware):
+    """Records the enqueue hooks as they run: ("before" | "after", the envelope's args)."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Any]] = []
+
+    def before_enqueue(self, envelope: Envelope) -> None:
+        self.seen.append(("before", envelope.args))
+
+    def after_enqueue(self, envelope: Envelope) -> None:
+        self.seen.append(("after", envelope.args))
+
+
 def test_a_group_callback_gets_the_members_results_in_order_once_all_finished() -> None:
     app = make_app()
     calls: list[tuple[list[Any], str]] = []
@@ -938,9 +951,13 @@ def test_a_group_callback_gets_the_members_results_in_order_once_all_finished() 
     def total(results: list[int], label: str) -> None:
         calls.append((results, label))
 
+    enqueued = EnqueueAudit()
+    app.middleware.append(enqueued)
     with JobTester(app) as jobs:
         app.group(*(square.s(n) for n in range(5))).then(total.s("squares")).send()
         assert jobs.queued("done") == []  # held by the broker until every member reported
+        # The members go out in one broker step: every "before" hook, then every "after".
+        assert enqueued.seen == [("before", (n,)) for n in range(5)] + [("after", (n,)) for n in range(5)]
         jobs.run(raise_errors=True)
     assert calls == [([0, 1, 4, 9, 16], "squares")]
 
@@ -980,9 +997,12 @@ def test_a_group_without_a_callback_only_sends_its_members() -> None:
     @app.job(queue="q")
     def noop(n: int) -> None: ...
 
+    enqueued = EnqueueAudit()
+    app.middleware.append(enqueued)
     with JobTester(app) as jobs:
         app.group(noop.s(1), noop.s(2)).send()
         assert len(jobs.queued("q")) == 2
+        assert enqueued.seen == [("before", (1,)), ("after", (1,)), ("before", (2,)), ("after", (2,))]
     with pytest.raises(ValueError, match="at least one member"):
         app.group()
 

@@ -158,15 +158,21 @@ class Group:
         ]
         members = [(e.queue, _outgoing(e)) for e in envelopes]
         if self.callback is None:
-            for queue, message in members:
+            for envelope, (queue, message) in zip(envelopes, members, strict=True):
+                self.app._before_enqueue(envelope)
                 await self.app.publish(queue, message)
+                self.app._after_enqueue(envelope, None)
             return group_id
         if not self.app.capabilities.groups:
             raise Unsupported(
                 "this app's transport cannot hold a group's callback; use queueit:// or memory://"
             )
         callback = _envelope(self.callback, {"group_policy": {"allow_failures": self.allow_failures}})
+        for envelope in envelopes:  # one step on the broker: every hook before, every hook after
+            self.app._before_enqueue(envelope)
         await self.app.send_group(group_id, members, callback.queue, _outgoing(callback))
+        for envelope in envelopes:
+            self.app._after_enqueue(envelope, None)
         return group_id
 
 
