@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import logging
 import threading
 import time
 from typing import Any, Literal
@@ -708,6 +709,26 @@ def test_jobs_sent_and_events_emitted_by_a_job_carry_its_trace_id() -> None:
     assert seen.count(root) == 2  # the child and the listener
     assert sent[other].trace_id != root
     assert len(seen) == 3
+
+
+def test_a_jobs_records_carry_its_fields_for_structured_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="queueit.worker")
+    app = make_app()
+
+    @app.job(queue="q", retries=0)
+    def works(fail: bool) -> None:
+        if fail:
+            raise OSError("disk full")
+
+    with JobTester(app) as jobs:
+        ok_id = works.send(False)
+        failed_id = works.send(True)
+        jobs.run()
+    outcomes = {r.__dict__["job_id"]: r.__dict__ for r in caplog.records if hasattr(r, "outcome")}
+    done, failed = outcomes[ok_id], outcomes[failed_id]
+    assert (done["outcome"], done["queue"], done["attempt"], done["job"]) == ("done", "q", 1, works.name)
+    assert len(done["trace_id"]) == 32
+    assert (failed["outcome"], failed["error"]) == ("failed", "builtins.OSError")
 
 
 def test_a_failed_listener_is_found_among_the_apps_failed_jobs() -> None:

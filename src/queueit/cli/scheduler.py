@@ -62,7 +62,7 @@ def scheduler(args: argparse.Namespace) -> int:
     if (why := in_process_only(app)) is not None:
         print(f"queueit scheduler: {why}", file=sys.stderr)
         return 2
-    logs.configure("")
+    logs.configure("scheduler")
     try:
         asyncio.run(_run(Scheduler(app)))
     except TransportError as exc:

@@ -115,7 +115,7 @@ async def serve(app: App, settings: WorkerSettings, early: list[int] | None = No
 
 
 def main(argv: list[str]) -> int:
-    logs.configure("worker[%(process)d] ")
+    logs.configure("worker")
     # A stop signal may come while the app is still importing (a reload right after a
     # start): count it, and stop as soon as the worker exists, instead of dying mid-import.
     early: list[int] = []

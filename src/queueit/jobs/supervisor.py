@@ -250,5 +250,5 @@ class Supervisor:
 
 
 def run_supervisor(app_spec: str, settings: WorkerSettings, processes: int) -> int:
-    logs.configure("supervisor ")
+    logs.configure("supervisor")
     return asyncio.run(Supervisor(app_spec, settings, processes).run())

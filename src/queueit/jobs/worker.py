@@ -475,7 +475,10 @@ class Worker:
                     step = Outgoing(follow_up.encode(), {"job": follow_up.job, "job-id": follow_up.id})
                     publish.append((follow_up.queue, step))
                 await transport.settle(delivery, publish, report)
-            if error is None:
+            if error is None and log.isEnabledFor(logging.INFO):
+                fields = _fields(envelope, first, "done", took)
+                if len(entries) > 1:
+                    fields["batch"] = len(entries)
                 log.info(
                     "job=%s id=%s attempt=%d outcome=done ms=%.1f%s",
                     envelope.job,
@@ -483,6 +486,7 @@ class Worker:
                     envelope.attempt + 1,
                     took,
                     f" batch={len(entries)}" if len(entries) > 1 else "",
+                    extra=fields,
                 )
         except TransportClosed:
             log.warning(
@@ -653,9 +657,11 @@ class Worker:
             await transport.settle(delivery, [(delivery.queue, retry)])
             for m in self.app.middleware:
                 _hook(m.on_retry, envelope, error, delay)
+            fields = _fields(envelope, delivery, "retry", took, error=record["type"], retry_in=delay)
             log.warning(
                 "job=%s id=%s attempt=%d outcome=retry in=%.1fs ms=%.1f error=%s: %s",
                 envelope.job, envelope.id, attempt, delay, took, record["type"], record["message"][:200],
+                extra=fields,
             )  # fmt: skip
             return
         failed = Outgoing(
@@ -677,10 +683,17 @@ class Worker:
         log.error(
             "job=%s id=%s attempt=%d outcome=failed ms=%.1f error=%s: %s",
             envelope.job, envelope.id, attempt, took, record["type"], record["message"][:200],
+            extra=_fields(envelope, delivery, "failed", took, error=record["type"]),
         )  # fmt: skip
 
     async def _reject(self, transport: Transport, delivery: Delivery, reason: str) -> None:
-        log.error("invalid message %s on %s: %s", delivery.message_id, delivery.queue, reason)
+        log.error(
+            "invalid message %s on %s: %s",
+            delivery.message_id,
+            delivery.queue,
+            reason,
+            extra={"queue": delivery.queue, "message_id": delivery.message_id, "outcome": "invalid"},
+        )
         for m in self.app.middleware:
             _hook(m.on_invalid, delivery.body, reason)
         with contextlib.suppress(TransportClosed):
@@ -710,6 +723,22 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _fields(
+    envelope: Envelope, delivery: Delivery, outcome: str, ms: float, **more: object
+) -> dict[str, object]:
+    """A job record's fields, for structured logs (``QUEUEIT_LOG_FORMAT=json``)."""
+    return {
+        "job": envelope.job,
+        "job_id": envelope.id,
+        "queue": delivery.queue,
+        "attempt": envelope.attempt + 1,
+        "outcome": outcome,
+        "ms": round(ms, 1),
+        "trace_id": envelope.trace_id,
+        **more,
+    }
 
 
 def _adopt(plain: Plain, handler: Handler, delivery: Delivery) -> Envelope:
