@@ -84,6 +84,27 @@ def test_unique_for_keeps_the_key_after_the_message_is_gone_until_its_time_is_up
     assert out.bodies() == [b"1", b"3"]
 
 
+def test_the_jobs_own_retry_takes_over_a_time_hold_others_stay_out() -> None:
+    # A periodic tick (unique-for 60 s) whose job failed: its retry carries the same ref and
+    # takes the key back; another scheduler's copy of the tick is still kept out.
+    core, clock = make()
+    producer, _ = connect(core)
+    consumer, out = connect(core)
+    core.handle(consumer, subscribe("/queue/q", "s"))  # auto ack: gone at once
+    core.handle(producer, unique_send("tick", b"1", unique_ref="job-1", unique_for="60000"))
+    clock.at(1_000)
+    assert core.handle(producer, unique_send("tick", b"retry", unique_ref="job-1")) is None
+    assert core.handle(producer, unique_send("tick", b"2", unique_ref="job-2")) == {
+        **DUPLICATE,
+        "unique-ref": "job-1",
+    }
+    clock.at(59_999)  # the retry ran and left; the original time still holds the key
+    assert core.handle(producer, unique_send("tick", b"3", unique_ref="job-3")) is not None
+    clock.at(60_000)
+    assert core.handle(producer, unique_send("tick", b"4", unique_ref="job-4")) is None
+    assert out.bodies() == [b"1", b"retry", b"4"]
+
+
 def test_a_sweep_forgets_time_holds_whose_time_is_up() -> None:
     core, clock = make()
     producer, _ = connect(core)

@@ -1,5 +1,6 @@
-"""The job framework in one process, on ``memory://`` through :class:`JobTester`: defining,
-sending, argument checks, plain messages, invalid messages, retries, failures, hooks."""
+"""The job framework in one process, on ``memory://`` through :class:`JobTester` (and a few
+cases on a real ``queueit serve``): defining, sending, argument checks, plain messages,
+invalid messages, retries, failures, hooks."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import asyncio
 import dataclasses
 import json
 import logging
+import sys
 import threading
 import time
+from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
@@ -20,6 +24,7 @@ from queueit.jobs import (
     Envelope,
     FailNow,
     InvalidMessage,
+    Job,
     JobTimeout,
     Middleware,
     Queue,
@@ -34,9 +39,11 @@ from queueit.jobs.arguments import convert
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
-from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit
+from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit, Pool
 from queueit.transports import Capabilities, Outgoing, Unsupported
 from queueit.transports.memory import MemoryTransport, shared_broker
+
+from ..conftest import BrokerProcess, start_broker
 
 
 def make_app() -> App:
@@ -458,6 +465,136 @@ def test_a_retry_longer_than_the_transport_delays_waits_its_longest() -> None:
     assert delays == [10.0]  # not refused by the transport, not handed back again and again
 
 
+@pytest.mark.parametrize("pool", ["threads", "inline"])
+def test_a_job_that_raises_system_exit_fails_and_the_worker_goes_on(pool: Pool) -> None:
+    name = f"exits-{pool}"
+    app = App(f"memory://{name}")
+    ran: list[str] = []
+
+    @app.job(queue="q", retries=0)
+    def quits() -> None:
+        sys.exit(3)
+
+    @app.job(queue="q", retries=0, timeout=5)
+    async def interrupts() -> None:  # with a timeout: it runs in a task of its own
+        raise KeyboardInterrupt
+
+    @app.job(queue="q")
+    def works() -> None:
+        ran.append("works")
+
+    quits.send()
+    interrupts.send()
+    works.send()
+    failed: list[str] = []
+
+    class Failures(Middleware):
+        def on_fail(self, envelope: Envelope, error: BaseException) -> None:
+            failed.append(f"{envelope.job.rsplit('.', 1)[1]}: {error}")
+
+    app.middleware.append(Failures())
+    worker = Worker(app, WorkerSettings(pool=pool, concurrency=1))
+
+    async def scenario() -> Exit:
+        running = asyncio.ensure_future(worker.run())
+        for _ in range(500):
+            if ran and len(failed) == 2:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        return await running
+
+    assert asyncio.run(scenario()) is Exit.STOPPED  # the process was not ended by the job
+    app.close()
+    assert ran == ["works"]
+    assert sorted(failed) == [
+        "interrupts: the job raised KeyboardInterrupt()",
+        "quits: the job raised SystemExit(3)",
+    ]
+
+
+def test_concurrency_bounds_the_jobs_running_at_once_over_all_queues(broker: BrokerProcess) -> None:
+    # On queueit's broker each subscription is granted the prefetch: 3 queues x 2 here.
+    app = App(f"queueit://{broker.host}:{broker.port}")
+    running: list[int] = [0]
+    peak: list[int] = [0]
+
+    def define(queue: str) -> Job[[int], Coroutine[Any, Any, None]]:
+        @app.job(queue=queue, name=f"sleepy-{queue}", timeout=0.5)
+        async def sleepy(n: int) -> None:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+            await asyncio.sleep(0.2)  # well within its timeout, once it runs
+            running[0] -= 1
+
+        return sleepy
+
+    jobs = [define(q) for q in ("a", "b", "c")]
+    for job in jobs:
+        for n in range(3):
+            job.send(n)
+    app.close()  # the sends' connections; the worker opens its own
+    done: list[str] = []
+
+    class Done(Middleware):
+        def after_process(self, envelope: Envelope, error: BaseException | None) -> None:
+            done.append("ok" if error is None else f"{error}")
+
+    app.middleware.append(Done())
+    worker = Worker(app, WorkerSettings(concurrency=2))
+
+    async def scenario() -> None:
+        task = asyncio.ensure_future(worker.run())
+        for _ in range(1000):
+            if len(done) == 9:
+                break
+            await asyncio.sleep(0.01)
+        worker.stop()
+        await task
+
+    asyncio.run(scenario())
+    app.close()
+    assert done == ["ok"] * 9  # none timed out while it waited for a slot
+    assert peak[0] == 2
+
+
+def test_an_error_frame_from_the_broker_makes_the_worker_reconnect(tmp_path: Path) -> None:
+    config = tmp_path / "queueit.toml"
+    config.write_text('[[queues]]\nmatch = "full*"\nmax_messages = 1\noverflow = "reject-publish"\n')
+    broker = start_broker(tmp_path / "data", "--config", str(config))
+    ran: list[tuple[int, int]] = []
+    try:
+        app = App(f"queueit://{broker.host}:{broker.port}")
+
+        @app.job(queue="full-q", retry=Retry(retries=1, base=0.1, jitter=False))
+        def flaky(n: int) -> None:
+            ran.append((n, current().delivery.delivery_count))
+            if n == 0 and current().delivery.delivery_count == 1:
+                flaky.send(1)  # fills the queue: this attempt's retry is refused (an ERROR)
+                raise OSError("the first delivery fails")
+
+        flaky.send(0)
+        app.close()
+        worker = Worker(app, WorkerSettings(concurrency=1))
+
+        async def scenario() -> Exit:
+            task = asyncio.ensure_future(worker.run())
+            for _ in range(2000):
+                if (1, 1) in ran:
+                    break
+                await asyncio.sleep(0.01)
+            worker.stop()
+            return await task
+
+        why = asyncio.run(scenario())
+        app.close()
+    finally:
+        assert broker.stop() == 0
+    assert why is Exit.STOPPED  # not ended by the broker's ERROR
+    assert (0, 2) in ran  # the refused attempt came back on the new connection
+    assert (1, 1) in ran
+
+
 def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:
     app = make_app()
 
@@ -680,6 +817,23 @@ def test_retry_by_job_name_reaches_past_the_first_look(monkeypatch: pytest.Monke
 
         assert asyncio.run(retry_all_of_them()) == 7
         assert sorted(e.args[0] for e in jobs.queued("q") if isinstance(e, Envelope)) == list(range(7))
+
+
+def test_a_unique_job_that_fails_while_its_key_is_held_for_a_time_is_retried_then_kept() -> None:
+    app = make_app()
+    attempts: list[int] = []
+
+    @app.job(queue="q", unique=True, unique_for=600, retries=1)
+    def report(day: str) -> None:
+        attempts.append(current().attempt)
+        raise OSError("the database is away")
+
+    with JobTester(app) as jobs:
+        report.send("2026-12-07")
+        result = jobs.run()
+        assert attempts == [1, 2]  # the retry took its own key back
+        assert len(result.failed) == 1  # and the failure is kept, not dropped
+        assert len(jobs.queued("DLQ.q")) == 1
 
 
 def test_jobs_sent_and_events_emitted_by_a_job_carry_its_trace_id() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import math
 import signal
 import subprocess
 import sys
@@ -130,6 +131,25 @@ def test_a_tick_too_late_is_skipped_not_sent() -> None:
     asyncio.run(s._fire(app.periodics[late.name], tick, unique=True))
     assert (s.sent, s.skipped) == (0, 1)
     assert shared_broker(broker_name).messages("late") == []
+
+
+def test_after_the_clock_jumps_only_the_latest_missed_tick_is_sent() -> None:
+    app, broker_name = memory_app()
+
+    @app.periodic(every=1, queue="jumpy")
+    def jumpy() -> None: ...
+
+    now = [time.time()]
+    s = Scheduler(app, clock=lambda: now[0])
+    periodic = app.periodics[jumpy.name]
+    sent = datetime.datetime.fromtimestamp(math.floor(now[0]), UTC)
+    now[0] += 600  # suspended for ten minutes
+    upcoming = s._next(periodic, sent)
+    assert upcoming.timestamp() == math.floor(now[0])  # the latest tick, not 300 stale ones
+    assert s.skipped == 299  # the ticks of the last MAX_LATE seconds before it
+    now[0] += 0.5
+    asyncio.run(s._fire(periodic, upcoming, unique=True))
+    assert (s.sent, len(shared_broker(broker_name).messages("jumpy"))) == (1, 1)
 
 
 # -- real processes --------------------------------------------------------------------------

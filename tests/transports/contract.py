@@ -362,6 +362,21 @@ async def each_listener_group_gets_one_copy_of_a_broadcast(b: Backend) -> None:
 
 
 @scenario
+async def a_listeners_lease_is_the_one_it_asked_for(b: Backend) -> None:
+    topic, group = fresh("job.done"), fresh("slow")
+    async with b.open() as slow, b.open() as other:
+        if not slow.capabilities.topics or slow.capabilities.lease != "timed":
+            return  # connection leases: held while the connection lives (the scenario above)
+        await slow.listen(topic, group=group, prefetch=1, lease=1.5)
+        await slow.broadcast(topic, Outgoing(b"event"))
+        held = await get(slow)
+        await other.listen(topic, group=group, prefetch=1, lease=30)
+        again = await get(other, 8.0)  # its 1.5 s ran out, not a default lease of a minute
+        assert (again.message_id, again.delivery_count) == (held.message_id, 2)
+        await other.ack(again)
+
+
+@scenario
 async def a_group_keeps_its_events_while_its_listeners_are_away(b: Backend) -> None:
     topic, group = fresh("order.paid"), fresh("invoices")
     async with b.open() as t:

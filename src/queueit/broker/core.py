@@ -357,13 +357,18 @@ class BrokerCore:
         for queue in targets:
             keys = self._unique_keys(queue)
             holder = keys.holder(message.unique)
+            until = now + unique_for if unique_for else 0
             if holder is not None:
-                keys.kept_out += 1
-                kept_by = holder.ref
-                continue
+                if holder.message_id or holder.ref != ref:
+                    keys.kept_out += 1
+                    kept_by = holder.ref
+                    continue
+                # Its own job, sent again after it left (a retry while ``unique-for`` holds
+                # the key): it takes the hold over, keeping the longer time.
+                until = max(until, holder.until)
             copy = message if not published else self._copy(message)
             published += 1
-            hold = keys.take(copy, ref, now + unique_for if unique_for else 0)
+            hold = keys.take(copy, ref, until)
             queue.publish(copy, now, publisher)
             keys.stored(copy, hold)
         if kept_by and not published:

@@ -6,6 +6,9 @@ dropped, and its RECEIPT says so (``unique-duplicate: true`` and the ``unique-re
 holder). ``unique-for: MS`` keeps the key held at least that long after the SEND, even when
 its message has already been consumed: what a scheduler firing one tick from several
 places needs. ``unique-ref`` (default: the message id) is what a kept-out sender is told.
+A SEND with the same ``unique-ref`` as a hold whose message has left takes the hold over
+(the job's own retry, sent while ``unique-for`` still holds the key), keeping the later of
+the two times; any other SEND is kept out until then.
 
 Within a COMMIT, ACKs and NACKs apply before SENDs, so a consumer that acks a message and
 sends its retry (with the same key) in one transaction hands the key over, never losing

@@ -8,7 +8,7 @@ from .context import JobContext, Progress, current
 from .definitions import Job, Queue, Sender
 from .envelope import Envelope, InvalidMessage
 from .middleware import Middleware
-from .options import FailNow, JobOptions, JobTimeout, Retry, RetryLater, SendOptions
+from .options import FailNow, JobExited, JobOptions, JobTimeout, Retry, RetryLater, SendOptions
 from .worker import Exit, Worker, WorkerSettings
 from .workflows import Group, GroupFailed
 
@@ -22,6 +22,7 @@ __all__ = [
     "InvalidMessage",
     "Job",
     "JobContext",
+    "JobExited",
     "JobOptions",
     "JobTimeout",
     "Middleware",

@@ -198,3 +198,8 @@ PLAIN_SEND = SendOptions()
 
 class JobTimeout(Exception):
     """An attempt ran longer than its job's timeout."""
+
+
+class JobExited(Exception):
+    """A job raised SystemExit or KeyboardInterrupt: the attempt fails like any error (and
+    is retried by the job's policy); the worker process lives on."""

@@ -19,6 +19,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from dataclasses import asdict
 from typing import Any
 
@@ -147,9 +148,14 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    code = main(sys.argv[1:])
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # A sync job that overran its timeout may still run in a thread: do not wait for it.
-    os._exit(code)
+    code = 1
+    try:
+        code = main(sys.argv[1:])
+    except BaseException:  # a bug of ours: say where, then end as a crash (restarted)
+        traceback.print_exc()
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        # A sync job that overran its timeout may still run in a thread: do not wait for it.
+        os._exit(code)

@@ -14,8 +14,9 @@ you run sends every tick.
 Ticks are computed from the wall clock, so every scheduler agrees on them: cron ticks by
 :class:`~queueit.jobs.cron.Cron`, ``every=S`` ticks at the epoch multiples of S. A scheduler
 that starts does not send ticks from before it started; one that wakes up late (a suspended
-host, a broker that was away) still sends a tick up to :data:`MAX_LATE` seconds late, and
-skips older ones with a warning (running a backlog of stale ticks at once helps nobody).
+host, a broker that was away) still sends the latest tick it missed if it is at most
+:data:`MAX_LATE` seconds late, and skips the others with a warning (running a backlog of
+stale ticks at once helps nobody).
 """
 
 from __future__ import annotations
@@ -132,7 +133,24 @@ class Scheduler:
                 await self._sleep(wait)
                 continue  # look again: the clock may have jumped, or a stop come
             await self._fire(periodic, tick, unique=transport_unique)
-            upcoming[periodic] = periodic.timetable.next_after(max(tick, self._now() - _LATE))
+            upcoming[periodic] = self._next(periodic, tick)
+
+    def _next(self, periodic: Periodic, sent: datetime.datetime) -> datetime.datetime:
+        """The tick to send after ``sent``: the next one, or, when several have passed since
+        (a suspended host, a clock step), only the latest of them."""
+        now = self._now()
+        tick = periodic.timetable.next_after(max(sent, now - _LATE))
+        passed = 0
+        while (after := periodic.timetable.next_after(tick)) <= now:
+            tick, passed = after, passed + 1
+        if passed:
+            self.skipped += passed
+            log.warning(
+                "scheduler: %s: %d tick(s) passed while this scheduler was behind (a suspended "
+                "host, or the clock moved); sending only the latest, %s",
+                periodic.job.name, passed, tick.isoformat(),
+            )  # fmt: skip
+        return tick
 
     async def _sleep(self, seconds: float) -> None:
         # Wake at least once a minute: a wall clock that jumps is noticed within that.

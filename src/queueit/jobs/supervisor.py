@@ -89,6 +89,8 @@ class Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self._on_reload)
         log.info("supervising %d worker process(es) of %s", len(self.slots), self.app_spec)
         for slot in self.slots:
+            if self.stopping:  # a stop signal came while the first ones started
+                break
             await self._spawn(slot)
         while not self.stopping or self._alive():
             await self._wake.wait()

@@ -48,6 +48,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import functools
 import logging
 import os
 import resource
@@ -57,7 +58,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -67,7 +68,7 @@ from .app import App
 from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
 from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode, running_trace
-from .options import MAX_TIMEOUT, JobTimeout
+from .options import MAX_TIMEOUT, JobExited, JobTimeout
 from .workflows import GroupFailed, allows_failures, member_report, next_step, with_group_results
 
 log = logging.getLogger("queueit.worker")
@@ -199,6 +200,7 @@ class Worker:
         )
         # Inline pool: deliveries received and not started -> (transport, when leased last).
         self._waiting: dict[Delivery, tuple[Transport, float]] = {}
+        self._slots = asyncio.Semaphore(self.settings.concurrency)  # jobs running at once
         self._late: list[Delivery] = []  # received as the worker stopped: released after the pause
         self._in_job = False  # an inline sync job runs (SIGALRM may stop it)
         # The running inline job's name and when the watchdog ends the process (monotonic).
@@ -255,9 +257,18 @@ class Worker:
                 try:
                     await self._connect()
                     await self._receive_loop()
-                except TransportClosed as exc:
+                except TransportError as exc:
+                    # Lost, or ended by the broker's ERROR (a refused settle, say): unsettled
+                    # jobs come back from the broker; a fresh connection takes up the work.
                     log.warning("connection lost (%s); reconnecting", exc)
-                    self._transport = None
+                    lost, self._transport = self._transport, None
+                    if lost is not None:
+                        with contextlib.suppress(TransportError, OSError):
+                            await lost.close()
+                    if not isinstance(exc, TransportClosed):  # not straight back into it
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(self.settings.reconnect_delays[0]):
+                                await self._stop.wait()
             await self._shut_down()
         finally:
             renewer.cancel()
@@ -282,7 +293,10 @@ class Worker:
                     await transport.consume(queue, prefetch=self._prefetch(queue), lease=self.settings.lease)
                 for listener in self.listeners:
                     queue = await transport.listen(
-                        listener.event, group=listener.group, prefetch=self.settings.concurrency
+                        listener.event,
+                        group=listener.group,
+                        prefetch=self.settings.concurrency,
+                        lease=self.settings.lease,
                     )
                     self._listening[queue] = listener
             except TransportError as exc:
@@ -438,6 +452,28 @@ class Worker:
         """Run ``call`` for ``entries`` (one job, or a batch of them) and settle each."""
         for d, _ in entries:
             self._leased[d] = transport
+        # One slot per run (a batch is one): --concurrency over all the queues and listener
+        # groups this process takes (each subscription may prefetch that many); the job's
+        # clock, its timeout's included, starts once it has one.
+        try:
+            await self._slots.acquire()
+        except asyncio.CancelledError:  # stopping while it waited: it never started
+            for d, _ in entries:
+                self._leased.pop(d, None)
+                await _quietly(transport.release(d))
+            raise
+        try:
+            await self._execute_in_slot(transport, handler, entries, call)
+        finally:
+            self._slots.release()
+
+    async def _execute_in_slot(
+        self,
+        transport: Transport,
+        handler: Handler,
+        entries: list[tuple[Delivery, Envelope]],
+        call: Callable[[], Any],
+    ) -> None:
         first, envelope = entries[0]
         started = time.monotonic()
         error: BaseException | None = None
@@ -522,11 +558,12 @@ class Worker:
         try:
             if handler.is_async:
                 if timeout is None:
-                    return await call()
+                    return await _exits_fail(call())
                 try:
-                    return await asyncio.wait_for(call(), timeout)
+                    return await asyncio.wait_for(_exits_fail(call()), timeout)
                 except TimeoutError:
                     raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
+            call = functools.partial(_exit_fails, call)
             if self._pool is None:
                 return self._call_inline(handler, call)
             loop = asyncio.get_running_loop()
@@ -612,8 +649,12 @@ class Worker:
             await asyncio.sleep(lease / 3)
             for delivery, transport in list(self._leased.items()):
                 if transport.capabilities.lease == "timed":
-                    # A lost connection: the job will be delivered again anyway.
-                    await _quietly(transport.extend(delivery, lease))
+                    try:
+                        await transport.extend(delivery, lease)
+                    except TransportError:
+                        pass  # a lost connection: the job will be delivered again anyway
+                    except Exception:  # never the end of renewing every other job's lease
+                        log.exception("job lease of %s not extended", delivery.message_id)
 
     async def _failed(
         self,
@@ -758,6 +799,21 @@ def _hook(fn: Callable[..., None], *args: Any) -> None:
         fn(*args)
     except Exception:
         log.exception("middleware hook %s failed (ignored)", getattr(fn, "__qualname__", fn))
+
+
+def _exit_fails(call: Callable[[], Any]) -> Any:
+    try:
+        return call()
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise JobExited(f"the job raised {type(exc).__name__}({exc})") from exc
+
+
+async def _exits_fail(work: Awaitable[Any]) -> Any:
+    # Inside the job's own coroutine: a SystemExit escaping a task stops the event loop.
+    try:
+        return await work
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise JobExited(f"the job raised {type(exc).__name__}({exc})") from exc
 
 
 async def _quietly(step: Any) -> None:

@@ -425,7 +425,8 @@ class AmqpTransport:
             raise ValueError("prefetch must be at least 1 and lease positive")
         await self._consume(queue, prefetch)
 
-    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+    async def listen(self, topic: str, *, group: str, prefetch: int, lease: float = 60.0) -> str:
+        # ``lease`` has no use here: a delivery is held while the connection lives.
         queue = listener_queue(group, topic)
         if len(queue) > 200:  # DLQ.<queue> must stay within AMQP's 255 bytes
             raise ValueError(f"group and topic are too long together ({len(queue)} > 200 characters)")

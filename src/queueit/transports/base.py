@@ -382,9 +382,10 @@ class Transport(Protocol):
         """Start receiving from ``queue``: at most ``prefetch`` unsettled deliveries at a time,
         each leased for ``lease`` seconds (where leases are timed)."""
 
-    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+    async def listen(self, topic: str, *, group: str, prefetch: int, lease: float = 60.0) -> str:
         """Start receiving what is broadcast on ``topic``. Listeners sharing a ``group`` share
-        its messages (one copy per group); the group's copies wait while it is away.
+        its messages (one copy per group); the group's copies wait while it is away. Leases
+        as :meth:`consume` does.
 
         Returns:
             The queue the group's copies wait in (``Delivery.queue`` of what arrives).

@@ -335,9 +335,11 @@ class MemoryTransport:
         if unique is not None:
             q = self.broker.queue(queue)
             held = self.broker.holder(q, unique.key)
-            if held is not None:
-                return held.ref
             until = self.broker.clock() + unique.hold_for if unique.hold_for else 0.0
+            if held is not None:
+                if held.message_id or held.ref != (unique.ref or stored.id):
+                    return held.ref
+                until = max(until, held.until)  # its own job after it left: as on queueit's broker
             q.holds[unique.key] = _Hold(unique.ref or stored.id, stored.id, until)
             stored.unique = unique.key
         if self.broker.published is not None:
@@ -365,11 +367,11 @@ class MemoryTransport:
             self.broker.queue(queue).consumers.append(self)
         self.wake()
 
-    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+    async def listen(self, topic: str, *, group: str, prefetch: int, lease: float = 60.0) -> str:
         queue = listener_queue(group, topic)
         with self.broker._lock:
             self.broker._groups.setdefault(topic, set()).add(queue)
-        await self.consume(queue, prefetch=prefetch, lease=self.lease)
+        await self.consume(queue, prefetch=prefetch, lease=lease)
         return queue
 
     async def pause(self) -> None:

@@ -27,7 +27,7 @@ from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
-from ..stomp import Message
+from ..stomp import Message, StompError
 from .base import (
     Capabilities,
     Delivery,
@@ -98,6 +98,8 @@ class _Mapped:
             raise TransportError(str(exc)) from exc
         if isinstance(exc, OSError):
             raise TransportClosed(f"connection to the queueit broker lost: {exc}") from exc
+        if isinstance(exc, StompError):  # a frame on a connection an ERROR already closed
+            raise TransportClosed(f"connection to the queueit broker is closed: {exc}") from exc
         return False
 
 
@@ -124,7 +126,6 @@ class QueueitTransport:
         self._client = self._new_client()
         self._queues: dict[str, str] = {}  # subscription id -> queue name
         self._declared: set[str] = set()
-        self._lease = 60.0  # of listener subscriptions: the lease of the last consume()
 
     @classmethod
     def from_url(cls, url: str) -> QueueitTransport:
@@ -250,13 +251,12 @@ class QueueitTransport:
                 receipt=True,
             )
         self._queues[sub] = queue
-        self._lease = lease
 
-    async def listen(self, topic: str, *, group: str, prefetch: int) -> str:
+    async def listen(self, topic: str, *, group: str, prefetch: int, lease: float = 60.0) -> str:
         queue = listener_queue(group, topic)
         await self._declare_events()
         await self._admin({"command": "bind", "exchange": EVENTS_EXCHANGE, "queue": queue, "key": topic})
-        await self.consume(queue, prefetch=prefetch, lease=self._lease)
+        await self.consume(queue, prefetch=prefetch, lease=lease)
         return queue
 
     async def pause(self) -> None:
