@@ -7,6 +7,7 @@ missing install step in ``.ci/run`` can never pass silently.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -18,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from queueit.jobs import Exit, Worker
 
 from .rabbitmq import RabbitNode, server_script, start_rabbit
 
@@ -31,6 +34,21 @@ def require(condition: bool, reason: str) -> None:
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
         pytest.fail(f"required in CI: {reason}")
     pytest.skip(reason)
+
+
+def run_worker_until(worker: Worker, done: Callable[[], bool], seconds: float = 20.0) -> Exit:
+    """Run ``worker`` on a fresh event loop until ``done()`` (looked at every 10 ms) or for
+    ``seconds``, then stop it; returns why it stopped."""
+
+    async def scenario() -> Exit:
+        running = asyncio.ensure_future(worker.run())
+        deadline = time.monotonic() + seconds
+        while not done() and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        worker.stop()
+        return await running
+
+    return asyncio.run(scenario())
 
 
 def make_test_certificate(directory: Path) -> tuple[Path, Path]:

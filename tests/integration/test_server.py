@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 import ssl
@@ -18,7 +17,7 @@ from queueit.client import Client, ServerRefused
 from queueit.jobs import Worker, WorkerSettings
 from queueit.transports import TransportError, open_transport
 
-from ..conftest import BrokerProcess, make_test_certificate, start_broker
+from ..conftest import BrokerProcess, make_test_certificate, run_worker_until, start_broker
 from .raw import CONNECT_12, RawPeers
 
 
@@ -190,17 +189,7 @@ def test_tls_listener(tmp_path: Path) -> None:
 
         secure.send(7)
 
-        async def work() -> None:
-            worker = Worker(app, WorkerSettings())
-            running = asyncio.ensure_future(worker.run())
-            for _ in range(500):
-                if ran:
-                    break
-                await asyncio.sleep(0.01)
-            worker.stop()
-            await running
-
-        asyncio.run(work())
+        run_worker_until(Worker(app, WorkerSettings()), lambda: bool(ran), 5)
         app.close()
         assert ran == [7]
         untrusted = App(f"queueits://localhost:{tls_port}")  # the system's CAs: not this one

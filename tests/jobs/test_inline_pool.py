@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from queueit.jobs import App, SendOptions, Worker, WorkerSettings
 from queueit.jobs.worker import check_inline
 from queueit.transports.memory import MemoryTransport, shared_broker
 
-from ..conftest import BrokerProcess, start_broker, wait_until
+from ..conftest import BrokerProcess, run_worker_until, start_broker, wait_until
 from . import sample_app as jobs
 from .conftest import REPO, Ledger, Sender
 from .test_worker_processes import StartWorker, queue_depth
@@ -213,16 +212,7 @@ def test_the_inline_pool_coalesces_settles_while_jobs_of_its_connection_wait() -
         quick.send(n)
     worker = Worker(app, WorkerSettings(pool="inline", concurrency=8))
 
-    async def scenario() -> None:
-        running = asyncio.ensure_future(worker.run())
-        for _ in range(1000):
-            if len(done) == 5:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop()
-        await running
-
-    asyncio.run(scenario())
+    run_worker_until(worker, lambda: len(done) == 5, 10)
     app.close()
     assert done == [0, 1, 2, 3, 4]
     assert calls[-1] == (False, 4), calls  # the last job: nothing waits, what is held goes out

@@ -43,7 +43,7 @@ from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit, Pool
 from queueit.transports import Capabilities, Outgoing, Unsupported
 from queueit.transports.memory import MemoryTransport, shared_broker
 
-from ..conftest import BrokerProcess, start_broker
+from ..conftest import BrokerProcess, run_worker_until, start_broker
 
 
 def make_app() -> App:
@@ -451,16 +451,7 @@ def test_a_retry_longer_than_the_transport_delays_waits_its_longest() -> None:
     later.send()
     worker = Worker(app, WorkerSettings())
 
-    async def scenario() -> None:
-        running = asyncio.ensure_future(worker.run())
-        for _ in range(500):
-            if delays:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop()
-        await running
-
-    asyncio.run(scenario())
+    run_worker_until(worker, lambda: bool(delays), 5)
     app.close()
     assert delays == [10.0]  # not refused by the transport, not handed back again and again
 
@@ -495,16 +486,8 @@ def test_a_job_that_raises_system_exit_fails_and_the_worker_goes_on(pool: Pool) 
     app.middleware.append(Failures())
     worker = Worker(app, WorkerSettings(pool=pool, concurrency=1))
 
-    async def scenario() -> Exit:
-        running = asyncio.ensure_future(worker.run())
-        for _ in range(500):
-            if ran and len(failed) == 2:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop()
-        return await running
-
-    assert asyncio.run(scenario()) is Exit.STOPPED  # the process was not ended by the job
+    why = run_worker_until(worker, lambda: bool(ran) and len(failed) == 2, 5)
+    assert why is Exit.STOPPED  # the process was not ended by the job
     app.close()
     assert ran == ["works"]
     assert sorted(failed) == [
@@ -543,16 +526,7 @@ def test_concurrency_bounds_the_jobs_running_at_once_over_all_queues(broker: Bro
     app.middleware.append(Done())
     worker = Worker(app, WorkerSettings(concurrency=2))
 
-    async def scenario() -> None:
-        task = asyncio.ensure_future(worker.run())
-        for _ in range(1000):
-            if len(done) == 9:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop()
-        await task
-
-    asyncio.run(scenario())
+    run_worker_until(worker, lambda: len(done) == 9, 10)
     app.close()
     assert done == ["ok"] * 9  # none timed out while it waited for a slot
     assert peak[0] == 2
@@ -577,16 +551,7 @@ def test_an_error_frame_from_the_broker_makes_the_worker_reconnect(tmp_path: Pat
         app.close()
         worker = Worker(app, WorkerSettings(concurrency=1))
 
-        async def scenario() -> Exit:
-            task = asyncio.ensure_future(worker.run())
-            for _ in range(2000):
-                if (1, 1) in ran:
-                    break
-                await asyncio.sleep(0.01)
-            worker.stop()
-            return await task
-
-        why = asyncio.run(scenario())
+        why = run_worker_until(worker, lambda: (1, 1) in ran, 20)
         app.close()
     finally:
         assert broker.stop() == 0

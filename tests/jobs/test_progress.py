@@ -17,7 +17,7 @@ from queueit.jobs.testing import JobTester
 from queueit.transports import Unsupported
 from queueit.transports.memory import MemoryTransport, shared_broker
 
-from ..conftest import BrokerProcess, wait_until
+from ..conftest import BrokerProcess, run_worker_until, wait_until
 from .conftest import Ledger, Sender, WorkerProcess
 from .sample_app import async_stages, stages
 
@@ -66,17 +66,11 @@ def test_reports_faster_than_they_are_sent_replace_each_other() -> None:
     job_id = busy.send()
     worker = Worker(app, WorkerSettings())
 
-    async def scenario() -> None:
-        running = asyncio.ensure_future(worker.run())
-        for _ in range(500):
-            found = app.progress(job_id)  # a sync read: memory:// answers at once
-            if found is not None and found.percent == 100:
-                break
-            await asyncio.sleep(0.01)
-        worker.stop()
-        await running
+    def reported_100() -> bool:
+        found = app.progress(job_id)  # a sync read: memory:// answers at once
+        return found is not None and found.percent == 100
 
-    asyncio.run(scenario())
+    run_worker_until(worker, reported_100, 5)
     app.close()
     assert sent[-1] == 100  # the last report went out
     assert 1 <= len(sent) <= 20, sent  # not 1,000 round trips

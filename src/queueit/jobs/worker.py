@@ -457,15 +457,21 @@ class Worker:
         # clock, its timeout's included, starts once it has one.
         try:
             await self._slots.acquire()
-        except asyncio.CancelledError:  # stopping while it waited: it never started
-            for d, _ in entries:
-                self._leased.pop(d, None)
-                await _quietly(transport.release(d))
+        except asyncio.CancelledError:  # told to hurry while it waited: it never started
+            await self._hand_back(transport, entries)
             raise
         try:
+            if self._stopping:  # the worker stops: what has not started goes back
+                await self._hand_back(transport, entries)
+                return
             await self._execute_in_slot(transport, handler, entries, call)
         finally:
             self._slots.release()
+
+    async def _hand_back(self, transport: Transport, entries: list[tuple[Delivery, Envelope]]) -> None:
+        for d, _ in entries:
+            self._leased.pop(d, None)
+            await _quietly(transport.release(d))
 
     async def _execute_in_slot(
         self,
