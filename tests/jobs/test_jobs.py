@@ -560,6 +560,32 @@ def test_an_error_frame_from_the_broker_makes_the_worker_reconnect(tmp_path: Pat
     assert (1, 1) in ran
 
 
+def test_a_failure_too_large_to_record_goes_to_the_dead_letters_as_it_came() -> None:
+    name = "small-messages"
+    runs: list[int] = []
+
+    class SmallMessages(MemoryTransport):
+        @property
+        def capabilities(self) -> Capabilities:
+            return dataclasses.replace(super().capabilities, max_message_bytes=2_000)
+
+    app = App(f"memory://{name}", transport_factory=lambda: SmallMessages(shared_broker(name)))
+
+    @app.job(queue="q", retries=3)
+    def big(text: str) -> None:
+        runs.append(current().attempt)
+        raise ValueError("x" * 1_500)  # the error record alone passes the limit
+
+    big.send("payload")
+    run_worker_until(Worker(app, WorkerSettings()), lambda: bool(shared_broker(name).messages("DLQ.q")), 5)
+    app.close()
+    assert runs == [1]  # not round and round until max-deliveries
+    [(body, headers)] = shared_broker(name).messages("DLQ.q")
+    assert decode(body).args == ("payload",)  # type: ignore[union-attr]
+    assert headers["x-dead-letter-reason"] == "rejected"
+    assert "the job failed, and a message body of" in headers["x-dead-letter-error"]
+
+
 def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:
     app = make_app()
 

@@ -63,7 +63,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ..transports import Delivery, Outgoing, Transport, TransportClosed, TransportError, Unique
+from ..transports import (
+    Delivery,
+    Outgoing,
+    Transport,
+    TransportClosed,
+    TransportError,
+    Unique,
+    Unsupported,
+)
 from .app import App
 from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
@@ -701,7 +709,11 @@ class Worker:
             retry = Outgoing(
                 envelope.next_attempt(record).encode(), headers, delay=delay, priority=priority, unique=unique
             )
-            await transport.settle(delivery, [(delivery.queue, retry)])
+            try:
+                await transport.settle(delivery, [(delivery.queue, retry)])
+            except Unsupported as exc:  # too large with its error record: kept as it came
+                await self._unrecordable(transport, delivery, envelope, exc)
+                return
             for m in self.app.middleware:
                 _hook(m.on_retry, envelope, error, delay)
             fields = _fields(envelope, delivery, "retry", took, error=record["type"], retry_in=delay)
@@ -724,7 +736,11 @@ class Worker:
         )
         outcome = {"error": record["type"], "message": record["message"][:500]}
         report = member_report(envelope, "failed", outcome)
-        await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)], report)
+        try:
+            await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)], report)
+        except Unsupported as exc:
+            await self._unrecordable(transport, delivery, envelope, exc)
+            return
         for m in self.app.middleware:
             _hook(m.on_fail, envelope, error)
         log.error(
@@ -732,6 +748,23 @@ class Worker:
             envelope.job, envelope.id, attempt, took, record["type"], record["message"][:200],
             extra=_fields(envelope, delivery, "failed", took, error=record["type"]),
         )  # fmt: skip
+
+    async def _unrecordable(
+        self, transport: Transport, delivery: Delivery, envelope: Envelope, why: Unsupported
+    ) -> None:
+        """A failed attempt whose retry or failed record the transport cannot take (too
+        large): the message goes to the dead-letter queue as it came, with the reason, rather
+        than round again (a retry that cannot be sent is no retry)."""
+        log.error(
+            "job=%s id=%s outcome=failed: its retry or failed record cannot be sent (%s); the "
+            "message goes to the dead-letter queue as it came",
+            envelope.job,
+            envelope.id,
+            why,
+            extra={"job": envelope.job, "job_id": envelope.id, "outcome": "failed", "error": str(why)},
+        )
+        with contextlib.suppress(TransportClosed):
+            await transport.reject(delivery, "rejected", f"the job failed, and {why}")
 
     async def _reject(self, transport: Transport, delivery: Delivery, reason: str) -> None:
         log.error(

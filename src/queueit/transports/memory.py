@@ -318,7 +318,7 @@ class MemoryTransport:
 
     async def publish(self, queue: str, message: Outgoing) -> str | None:
         self._check_open()
-        check_outgoing(CAPABILITIES, message)
+        check_outgoing(self.capabilities, message)
         with self.broker._lock:
             return self._put(queue, message)
 
@@ -429,7 +429,7 @@ class MemoryTransport:
         report: MemberReport | None = None,
     ) -> None:
         for _, message in publish:
-            check_outgoing(CAPABILITIES, message)
+            check_outgoing(self.capabilities, message)
         with self.broker._lock:  # one step under the lock: atomic
             self.broker.left(*self.broker.settle(self, self._token(delivery)))
             for queue, message in publish:
@@ -446,10 +446,10 @@ class MemoryTransport:
         callback: Outgoing,
     ) -> None:
         self._check_open()
-        check_group(CAPABILITIES, group_id, len(members), callback)
+        check_group(self.capabilities, group_id, len(members), callback)
         check_queue_name(callback_queue)
         for _, message in members:
-            check_outgoing(CAPABILITIES, message)
+            check_outgoing(self.capabilities, message)
         with self.broker._lock:
             if group_id in self.broker.groups:
                 raise TransportRefused(f"group {group_id!r} is open already; use a new group id")
@@ -534,12 +534,12 @@ class MemoryTransport:
     # -- progress ----------------------------------------------------------------------------
 
     async def report_progress(self, job_id: str, body: bytes) -> None:
-        check_progress(CAPABILITIES, job_id, body)
+        check_progress(self.capabilities, job_id, body)
         with self.broker._lock:
             self.broker.progress[job_id] = (body, int(time.time() * 1000))
 
     async def read_progress(self, job_id: str) -> tuple[bytes, int] | None:
-        check_progress(CAPABILITIES, job_id)
+        check_progress(self.capabilities, job_id)
         with self.broker._lock:
             return self.broker.progress.get(job_id)
 
@@ -554,7 +554,7 @@ class MemoryPublisher:
     def publish(self, queue: str, message: Outgoing) -> str | None:
         if not self._open:
             raise TransportClosed("this publisher was closed")
-        check_outgoing(CAPABILITIES, message)
+        check_outgoing(self._transport.capabilities, message)
         with self._transport.broker._lock:
             return self._transport._put(queue, message)
 
