@@ -876,6 +876,16 @@ def test_a_jobs_records_carry_its_fields_for_structured_logs(caplog: pytest.LogC
     assert (failed["outcome"], failed["error"]) == ("failed", "builtins.OSError")
 
 
+def test_a_listener_defined_in_a_script_gets_a_valid_default_group() -> None:
+    app = make_app()
+
+    def reindex(user: Any) -> None: ...
+
+    reindex.__module__, reindex.__qualname__ = "__main__", "reindex"  # as in `python script.py`
+    app.on("user.saved", reindex)
+    assert app.listener_queues() == ["events.main__.reindex.user.saved"]
+
+
 def test_a_failed_listener_is_found_among_the_apps_failed_jobs() -> None:
     app = make_app()
 

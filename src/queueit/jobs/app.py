@@ -295,7 +295,9 @@ class App:
         options = JobOptions(retry=retry if retry is not None else Retry(retries=retries), timeout=timeout)
 
         def register(fn: Callable[[Any], R]) -> Callable[[Any], R]:
-            default = re.sub(r"[^A-Za-z0-9._:-]", "_", f"{fn.__module__}.{fn.__qualname__}")[-200:]
+            # A queue name starts with a letter or digit: a script's "__main__.f" gives "main__.f".
+            named = re.sub(r"[^A-Za-z0-9._:-]", "_", f"{fn.__module__}.{fn.__qualname__}")[-200:]
+            default = named.lstrip("_.:-") or "listener"
             listener = Listener(event, group or default, fn, options)
             if listener.name in self.listeners:
                 raise ValueError(f"{listener.name!r} is already registered; give it another group=")
