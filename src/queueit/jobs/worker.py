@@ -251,7 +251,7 @@ class Worker:
         if self._stopping:  # stopped before it started
             self._stop.set()
         renewer = asyncio.ensure_future(self._renew_leases())
-        # --max-time also ends an idle process (after a job, _check_recycle sees it too).
+        # --max-time: a timer, so that an idle process is recycled too.
         max_time = self.settings.max_time
         time_up = (
             None
@@ -501,8 +501,7 @@ class Worker:
                 result = await self._run(handler, call, context)
                 follow_up = next_step(envelope, result)  # raises TypeError: a result that is no JSON
             except asyncio.CancelledError:
-                for d, _ in entries:
-                    await _quietly(transport.release(d))
+                await self._hand_back(transport, entries)
                 log.info("job=%s id=%s handed back (worker stopping)", envelope.job, envelope.id)
                 raise
             except Exception as exc:
@@ -781,9 +780,7 @@ class Worker:
 
     def _check_recycle(self) -> None:
         s = self.settings
-        if (s.max_jobs is not None and self.processed >= s.max_jobs) or (
-            s.max_time is not None and time.monotonic() - self._started >= s.max_time
-        ):
+        if s.max_jobs is not None and self.processed >= s.max_jobs:
             self._finish(Exit.RECYCLE)
         elif s.max_memory_mb is not None and (resident := rss_mb()) > s.max_memory_mb:
             log.warning(
