@@ -127,3 +127,15 @@ def start_worker(job_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[.
                 worker.process.kill()
                 worker.wait(5)
         assert "Traceback" not in worker.log(), worker.log()
+
+
+def start_scheduler(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``queueit scheduler tests.jobs.sample_app:app``, its output to ``log_path``."""
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "queueit", "scheduler", "tests.jobs.sample_app:app"],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )

@@ -8,7 +8,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,7 +18,7 @@ import pytest
 from ..conftest import wait_until
 from ..rabbitmq import RabbitNode
 from . import sample_app as jobs
-from .conftest import REPO, Ledger, Sender, WorkerProcess
+from .conftest import REPO, Ledger, Sender, WorkerProcess, start_scheduler
 
 StartWorker = Callable[..., WorkerProcess]
 
@@ -76,3 +78,38 @@ def test_a_job_of_a_killed_worker_runs_again_on_rabbitmq(
     assert len(ledger.of("start")) == 2
     worker.signal(signal.SIGTERM)
     assert worker.wait() == 0
+
+
+def test_schedulers_on_rabbitmq_fire_each_tick_once_and_one_takes_over_from_a_killed_leader(
+    job_env: dict[str, str], start_worker: StartWorker, ledger: Ledger, tmp_path: Path
+) -> None:
+    start_worker("--queues", "periodic")
+    logs = [tmp_path / "scheduler-a.log", tmp_path / "scheduler-b.log"]
+    schedulers = [start_scheduler(job_env, path) for path in logs]
+
+    def leading() -> list[int]:
+        return [i for i, path in enumerate(logs) if "scheduler: leading" in path.read_text()]
+
+    try:
+        ledger.wait_for(lambda ld: len(ld.of("tick")) >= 3, "three ticks run", timeout=60)
+        [leader] = leading()  # one leads, the other stands by
+        survivor = 1 - leader
+        schedulers[leader].kill()  # SIGKILL: RabbitMQ frees its leadership as the socket closes
+        schedulers[leader].wait(5)
+        ran = len(ledger.of("tick"))
+        wait_until(lambda: leading() == [0, 1], "the other scheduler to take over", timeout=30)
+        ledger.wait_for(lambda ld: len(ld.of("tick")) >= ran + 3, "three ticks after the takeover")
+    finally:
+        for process in schedulers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        codes = [process.wait(15) for process in schedulers]
+    texts = [path.read_text() for path in logs]
+    assert codes[survivor] == 0, texts[survivor]
+    assert "Traceback" not in "".join(texts), texts
+    keys = Counter(parts[1] for parts in ledger.of("tick"))
+    assert max(keys.values()) == 1, keys  # no tick ran twice, across the takeover too
+    seconds = sorted(int(key) for key in keys)
+    if seconds != list(range(seconds[0], seconds[-1] + 1)):
+        # A tick can be missed only when the takeover took longer than a tick, and it says so.
+        assert "passed unsent" in texts[survivor], (seconds, texts[survivor])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import math
 import signal
 import subprocess
@@ -18,10 +19,13 @@ import pytest
 
 from queueit.jobs import App
 from queueit.jobs.cron import CronError
-from queueit.jobs.scheduler import MAX_LATE, Every, Scheduler, tick_key
+from queueit.jobs.scheduler import MAX_LATE, Every, Scheduler, leadership_name, tick_key
+from queueit.transports import TransportClosed
+from queueit.transports.base import QUEUE_NAME
 from queueit.transports.memory import shared_broker
 
-from .conftest import REPO, Ledger, WorkerProcess
+from ..rabbitmq import RabbitNode
+from .conftest import REPO, Ledger, WorkerProcess, start_scheduler
 
 UTC = datetime.UTC
 
@@ -152,18 +156,101 @@ def test_after_the_clock_jumps_only_the_latest_missed_tick_is_sent() -> None:
     assert (s.sent, len(shared_broker(broker_name).messages("jumpy"))) == (1, 1)
 
 
+def test_a_led_tick_carries_its_time_and_a_bad_or_missing_mark_starts_from_now() -> None:
+    app, broker_name = memory_app()
+
+    @app.periodic(every=60, queue="led")
+    def led() -> None: ...
+
+    s = Scheduler(app)
+    periodic = app.periodics[led.name]
+    now = time.time()
+    fresh = s._first_led(periodic, None)
+    assert fresh == s._first_led(periodic, "not a tick") == periodic.timetable.next_after(s._now())
+    assert fresh.timestamp() > now
+    # A mark ahead of this scheduler's clock (the last leader's clock ran ahead): never before it.
+    ahead = datetime.datetime.fromtimestamp(fresh.timestamp() + 120, UTC)
+    assert s._first_led(periodic, str(round(ahead.timestamp() * 1000))).timestamp() == ahead.timestamp() + 60
+    # A tick missed since the last one sent, less than MAX_LATE ago, is sent late.
+    missed = datetime.datetime.fromtimestamp(math.floor(now / 60) * 60, UTC)
+    behind = str(round((missed.timestamp() - 60) * 1000))
+    assert s._first_led(periodic, behind) == missed
+    assert s.skipped == 0
+
+    async def lead_and_fire() -> None:
+        transport = app.open_transport()
+        await transport.connect()
+        lead = await transport.lead("scheduler.test")
+        assert lead is not None
+        await s._fire(periodic, missed, unique=False, lead=lead)
+        await transport.close()
+        with pytest.raises(TransportClosed):  # the leadership went with its connection
+            await s._fire(periodic, missed, unique=False, lead=lead)
+
+    asyncio.run(lead_and_fire())
+    [(body, _)] = shared_broker(broker_name).messages("led")
+    assert json.loads(body)["headers"] == {"tick": missed.isoformat()}
+    assert shared_broker(broker_name).marks["scheduler.test"] == str(round(missed.timestamp() * 1000))
+
+
+def test_leadership_names_are_valid_queue_names_and_distinct() -> None:
+    assert leadership_name("tasks.report") == "scheduler.tasks.report"
+    odd = [
+        leadership_name("tasks.<locals>.report"),
+        leadership_name("tasks.{locals}.report"),
+        leadership_name("x" * 400),
+    ]
+    assert len(set(odd)) == 3
+    assert all(QUEUE_NAME.fullmatch(name) for name in odd)
+
+
+def test_on_rabbitmq_one_scheduler_leads_and_another_takes_over_after_the_last_tick(
+    rabbitmq: RabbitNode,
+) -> None:
+    app = App(rabbitmq.url)
+    queue = f"ticks-{uuid.uuid4().hex[:8]}"
+
+    @app.periodic(every=1, queue=queue, name=f"beat-{queue}")  # a leadership of its own
+    def beat() -> None: ...
+
+    async def until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            await asyncio.sleep(0.05)
+
+    async def run() -> tuple[Scheduler, Scheduler, list[str]]:
+        a, b = Scheduler(app), Scheduler(app)
+        tasks = {s: asyncio.create_task(s.run()) for s in (a, b)}
+        await until(lambda: a.sent + b.sent >= 3, "three ticks")
+        leader, standby = (a, b) if a.sent else (b, a)
+        assert standby.sent == 0  # one leads; the other only stood by
+        leader.stop()
+        await tasks[leader]  # its connection closes: RabbitMQ frees the leadership
+        await until(lambda: standby.sent >= 3, "three ticks from the one that took over")
+        standby.stop()
+        await tasks[standby]
+        transport = app.open_transport()
+        await transport.connect()
+        await transport.consume(queue, prefetch=100, lease=30)
+        ticks = []
+        while (delivery := await transport.next_delivery(1.0)) is not None:
+            ticks.append(json.loads(delivery.body)["headers"]["tick"])
+            await transport.ack(delivery)
+        await transport.close()
+        await app.aclose()
+        return leader, standby, ticks
+
+    leader, standby, ticks = asyncio.run(run())
+    assert len(ticks) == leader.sent + standby.sent
+    assert len(set(ticks)) == len(ticks), ticks  # no tick twice, across the takeover too
+    seconds = sorted(round(datetime.datetime.fromisoformat(t).timestamp()) for t in ticks)
+    # None lost unseen: a tick is either sent or counted (and logged) as skipped.
+    assert seconds[-1] - seconds[0] + 1 == len(ticks) + leader.skipped + standby.skipped, seconds
+    assert leader.kept_out == standby.kept_out == 0
+
+
 # -- real processes --------------------------------------------------------------------------
-
-
-def start_scheduler(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
-    with log_path.open("wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "queueit", "scheduler", "tests.jobs.sample_app:app"],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
 
 
 def test_two_scheduler_processes_fire_each_tick_once_and_a_worker_runs_it(
@@ -189,7 +276,7 @@ def test_two_scheduler_processes_fire_each_tick_once_and_a_worker_runs_it(
         assert "Traceback" not in path.read_text(), path.read_text()
     keys = Counter(parts[1] for parts in ledger.of("tick"))
     assert max(keys.values()) == 1, keys  # no tick ran twice
-    seconds = sorted(int(key.rsplit(":", 1)[1]) // 1000 for key in keys)
+    seconds = sorted(int(key) for key in keys)
     assert seconds == list(range(seconds[0], seconds[0] + len(seconds))), seconds  # none missed
     texts = [path.read_text() for path in logs]
     # Both took part: each one sent a tick or found it sent by the other. Which one wins a tick is

@@ -19,6 +19,7 @@ import pytest
 
 from queueit.transports import (
     Delivery,
+    Leadership,
     MemberReport,
     Outgoing,
     StoredMessage,
@@ -556,6 +557,52 @@ async def a_blocking_publisher_publishes_from_sync_code_in_its_own_thread(b: Bac
         if t.capabilities.unique:
             assert (await get(t)).body == b"sync-2"
         await nothing(t)
+
+
+async def taken(t: Transport, name: str, timeout: float = 5.0) -> Leadership:
+    """The leadership ``name``, once its holder's connection is gone (RabbitMQ deletes an
+    exclusive queue as it closes the connection, not before the close returns)."""
+    deadline = time.monotonic() + timeout
+    while (lead := await t.lead(name)) is None:
+        assert time.monotonic() < deadline, f"{name} was not freed within {timeout} s"
+        await asyncio.sleep(0.05)
+    return lead
+
+
+@scenario
+async def one_connection_at_a_time_leads_and_the_next_finds_the_last_mark(b: Backend) -> None:
+    name, q = fresh("lead"), fresh()
+    async with b.open() as first, b.open() as second:
+        if not first.capabilities.leadership:
+            with pytest.raises(Unsupported, match="no leaderships"):
+                await first.lead(name)
+            return
+        lead = await first.lead(name)
+        assert lead is not None
+        assert lead.mark is None
+        assert await second.lead(name) is None
+        await lead.publish(q, Outgoing(b"tick-1", {"tick": "1"}), "1")
+        await lead.publish(q, Outgoing(b"tick-2"), "2")
+        with pytest.raises(Unsupported, match="without a delay"):
+            await lead.publish(q, Outgoing(b"late", delay=1.0), "3")
+        with pytest.raises(ValueError, match="mark"):
+            await lead.publish(q, Outgoing(b"no mark"), "")
+        assert await second.lead(name) is None  # asking again took nothing from the holder
+        again = await first.lead(name)  # its own connection may ask again
+        assert again is not None
+        assert again.mark == "2"
+        await first.close()  # the leadership goes with the connection...
+        with pytest.raises(TransportClosed):
+            await lead.publish(q, Outgoing(b"stale leader"), "9")
+        successor = await taken(second, name)  # ...to the next that asks, with the last mark
+        assert successor.mark == "2"
+        await second.consume(q, prefetch=10, lease=30)
+        delivered = [await get(second), await get(second)]
+        assert [d.body for d in delivered] == [b"tick-1", b"tick-2"]
+        assert delivered[0].headers["tick"] == "1"
+        await nothing(second)
+    async with b.open() as third:  # the mark outlives every holder's connection
+        assert (await taken(third, name)).mark == "2"
 
 
 @scenario

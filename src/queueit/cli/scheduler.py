@@ -22,9 +22,10 @@ def register(sub: Any) -> None:
         help="send periodic jobs (@app.periodic) on their schedule",
         description=(
             "Send the periodic jobs of a queueit.App (@app.periodic) at their ticks; workers run them. "
-            "Run several schedulers for availability: each tick is still sent once (the broker keeps "
-            "the other copies out by a unique key; on amqp:// run one scheduler). Ticks from before "
-            "the start are not sent; a tick up to 5 minutes late is. SIGTERM/SIGINT stop it."
+            "Run several schedulers for availability: each tick is still sent once (queueit:// keeps "
+            "the other copies out by a unique key; on amqp:// one scheduler leads each job and the "
+            "others stand by, taking over when it goes). Ticks from before the start are not sent; "
+            "a tick up to 5 minutes late is. SIGTERM/SIGINT stop it."
         ),
         epilog=(
             "Logs go to stderr at QUEUEIT_LOG_LEVEL (DEBUG, INFO by default, WARNING, ERROR). "

@@ -440,10 +440,24 @@ class App:
                     raise
         return self._after_enqueue(envelope, held_by)
 
-    async def apublish_envelope(self, envelope: Envelope, options: SendOptions, job: JobOptions) -> str:
+    async def apublish_envelope(
+        self,
+        envelope: Envelope,
+        options: SendOptions,
+        job: JobOptions,
+        *,
+        via: Callable[[str, Outgoing], Awaitable[str | None]] | None = None,
+    ) -> str:
         """Send from async code; returns the job id once the broker holds the message (or,
-        when its unique key kept it out, the id of the job that holds the key)."""
+        when its unique key kept it out, the id of the job that holds the key).
+
+        ``via(queue, message)`` publishes instead of this loop's producer (the scheduler
+        publishes through a leadership); the enqueue hooks run around it all the same.
+        """
         outgoing = self._outgoing(envelope, options, job)
+        if via is not None:
+            self._before_enqueue(envelope)
+            return self._after_enqueue(envelope, await via(envelope.queue, outgoing))
         return await self._enqueue(envelope, lambda t: t.publish(envelope.queue, outgoing))
 
     @staticmethod

@@ -4,12 +4,22 @@
 A scheduler only sends: at each tick it sends the job, and workers run it as any other job
 (retries, timeouts, failed-job tooling included).
 
-Several schedulers (one per host, for availability) still fire each tick once: a tick is
-sent with the unique key ``<job>:tick:<epoch ms of the tick>`` held for
-:data:`TICK_HOLD` seconds, so whichever scheduler sends it first wins and the broker keeps
-the others' copies out (``docs/jobs.md``, "Unique jobs"). That needs a transport with unique
-keys; on one without (``amqp://``) the scheduler says so when it starts, and each scheduler
-you run sends every tick.
+Several schedulers (one per host, for availability) still fire each tick once, in one of
+two ways, by what the transport can do:
+
+* with unique keys (``queueit://``, ``memory://``): every scheduler sends every tick, with
+  the unique key ``<job>:tick:<epoch ms of the tick>`` held for :data:`TICK_HOLD` seconds,
+  so whichever sends it first wins and the broker keeps the others' copies out
+  (``docs/jobs.md``, "Unique jobs");
+* with leaderships (``amqp://``): for each periodic job one scheduler holds its leadership
+  (:meth:`~queueit.transports.Transport.lead`) and sends its ticks; the others stand by and
+  ask again every :data:`STANDBY_SECONDS`. The broker frees a leadership when its holder's
+  connection goes (a crash included). Each tick is sent with the tick's time as the
+  leadership's mark, in one step, so a scheduler that takes over knows the last tick sent
+  (whatever its own clock says) and sends the latest one missed since, under the rule below.
+
+On a transport with neither, the scheduler says so when it starts, and each scheduler you
+run sends every tick.
 
 Ticks are computed from the wall clock, so every scheduler agrees on them: cron ticks by
 :class:`~queueit.jobs.cron.Cron`, ``every=S`` ticks at the epoch multiples of S. A scheduler
@@ -24,20 +34,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import hashlib
 import logging
 import math
+import re
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..transports import TransportError
+from ..transports import Leadership, Transport, TransportClosed, TransportError, TransportRefused
+from ..transports.base import QUEUE_NAME
 from .cron import Cron
 
 if TYPE_CHECKING:
+    from ..transports import Outgoing
     from .app import App
     from .definitions import Job
+    from .options import SendOptions
 
 log = logging.getLogger("queueit.scheduler")
 
@@ -49,6 +64,8 @@ MAX_LATE = 300.0
 RETRY_SECONDS = 1.0
 #: The shortest ``every=`` interval.
 MIN_EVERY = 1.0
+#: Seconds between a standing-by scheduler's attempts to take a leadership (``amqp://``).
+STANDBY_SECONDS = 1.0
 
 
 class Timetable(Protocol):
@@ -88,7 +105,21 @@ class Periodic:
 
 
 def tick_key(tick: datetime.datetime) -> str:
-    return f"tick:{round(tick.timestamp() * 1000)}"
+    return f"tick:{tick_ms(tick)}"
+
+
+def tick_ms(tick: datetime.datetime) -> int:
+    return round(tick.timestamp() * 1000)
+
+
+def leadership_name(job: str) -> str:
+    """The leadership of ``job``'s ticks: its name if that is a valid queue name, else a
+    readable part of it and a digest (two jobs never share one)."""
+    name = f"scheduler.{job}"
+    if QUEUE_NAME.fullmatch(name) and len(name) <= 180:
+        return name
+    digest = hashlib.sha256(job.encode()).hexdigest()[:16]
+    return f"scheduler.{re.sub(r'[^A-Za-z0-9._:-]', '_', job)[-100:]}.{digest}"
 
 
 class Scheduler:
@@ -114,12 +145,16 @@ class Scheduler:
         return datetime.datetime.fromtimestamp(self.clock(), datetime.UTC)
 
     async def run(self) -> None:
-        """Send ticks until :meth:`stop`; ticks already due when it starts are not sent."""
-        transport_unique = self.app.capabilities.unique
-        if not transport_unique:
+        """Send ticks until :meth:`stop`; ticks already due when it starts are not sent
+        (but see the module docstring for a scheduler that takes over a leadership)."""
+        capabilities = self.app.capabilities
+        if capabilities.leadership and not capabilities.unique:
+            await self._run_leading()
+            return
+        if not capabilities.unique:
             log.warning(
-                "scheduler: %s has no unique keys, so ticks are not deduplicated: run one scheduler "
-                "only, or every scheduler sends every tick",
+                "scheduler: %s has neither unique keys nor leaderships, so ticks are not "
+                "deduplicated: run one scheduler only, or every scheduler sends every tick",
                 self.app.url.split("://", 1)[0] + "://",
             )
         start = self._now()
@@ -132,8 +167,73 @@ class Scheduler:
             if wait > 0:
                 await self._sleep(wait)
                 continue  # look again: the clock may have jumped, or a stop come
-            await self._fire(periodic, tick, unique=transport_unique)
+            await self._fire(periodic, tick, unique=capabilities.unique)
             upcoming[periodic] = self._next(periodic, tick)
+
+    # -- leaderships (amqp://) -----------------------------------------------------------------
+
+    async def _run_leading(self) -> None:
+        """Lead what this scheduler can, over one connection, opened again when it goes."""
+        log.info(
+            "scheduler: one scheduler at a time leads each periodic job; the others stand by "
+            "(%d job(s): %s)", len(self.app.periodics),
+            ", ".join(p.describe() for p in self.app.periodics.values()),
+        )  # fmt: skip
+        while not self._stop.is_set():
+            transport = self.app.open_transport()
+            try:
+                await transport.connect()
+                await self._lead_over(transport)
+            except TransportClosed as exc:
+                log.warning("scheduler: connection lost, and its leaderships with it (%s); reconnecting", exc)
+            except TransportRefused:
+                raise  # a login or permission refused: asking again changes nothing
+            except TransportError as exc:
+                log.warning("scheduler: %s; trying again", exc)
+            finally:
+                await transport.close()
+            await self._sleep(RETRY_SECONDS)
+
+    async def _lead_over(self, transport: Transport) -> None:
+        """Until :meth:`stop`: take the leaderships not held yet, send the held ones' ticks.
+
+        Raises:
+            TransportClosed: the connection went (every leadership with it).
+        """
+        leads: dict[Periodic, Leadership] = {}
+        upcoming: dict[Periodic, datetime.datetime] = {}
+        periodics = list(self.app.periodics.values())
+        standing_by: set[Periodic] = set()
+        while not self._stop.is_set():
+            for periodic in periodics:
+                if periodic in leads:
+                    continue
+                if (lead := await transport.lead(leadership_name(periodic.job.name))) is not None:
+                    leads[periodic] = lead
+                    upcoming[periodic] = first = self._first_led(periodic, lead.mark)
+                    log.info("scheduler: leading %s, next at %s", periodic.describe(), first.isoformat())
+                elif periodic not in standing_by:
+                    standing_by.add(periodic)
+                    log.info("scheduler: %s is led by another scheduler; standing by", periodic.describe())
+            wait = math.inf if len(leads) == len(periodics) else STANDBY_SECONDS
+            if upcoming:
+                periodic, tick = min(upcoming.items(), key=lambda item: item[1])
+                wait = min(wait, tick.timestamp() - self.clock())
+            if wait > 0:
+                await self._sleep(wait)
+                continue
+            await self._fire(periodic, tick, unique=False, lead=leads[periodic])
+            upcoming[periodic] = self._next(periodic, tick)
+
+    def _first_led(self, periodic: Periodic, mark: str | None) -> datetime.datetime:
+        """The first tick to send on taking over: after the last one sent (the mark), or,
+        if none ever was, after now."""
+        if mark is not None:
+            try:
+                return self._next(periodic, datetime.datetime.fromtimestamp(int(mark) / 1000, datetime.UTC))
+            except (ValueError, OverflowError, OSError):
+                log.warning("scheduler: %s: ignoring a bad mark %r", periodic.job.name, mark[:40])
+        return periodic.timetable.next_after(self._now())
 
     def _next(self, periodic: Periodic, sent: datetime.datetime) -> datetime.datetime:
         """The tick to send after ``sent``: the next one, or, when several have passed since
@@ -146,8 +246,8 @@ class Scheduler:
         if passed:
             self.skipped += passed
             log.warning(
-                "scheduler: %s: %d tick(s) passed while this scheduler was behind (a suspended "
-                "host, or the clock moved); sending only the latest, %s",
+                "scheduler: %s: %d tick(s) passed unsent (a suspended host, a clock that moved, "
+                "or no scheduler leading it); sending only the latest, %s",
                 periodic.job.name, passed, tick.isoformat(),
             )  # fmt: skip
         return tick
@@ -157,8 +257,15 @@ class Scheduler:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), min(seconds, 60.0))
 
-    async def _fire(self, periodic: Periodic, tick: datetime.datetime, *, unique: bool) -> None:
-        """Send one tick (retrying while the broker is away, until it is too late)."""
+    async def _fire(
+        self, periodic: Periodic, tick: datetime.datetime, *, unique: bool, lead: Leadership | None = None
+    ) -> None:
+        """Send one tick (retrying while the broker is away, until it is too late); through
+        ``lead`` with the tick as its mark when given.
+
+        Raises:
+            TransportClosed: through ``lead`` only: the leadership went with the connection.
+        """
         while not self._stop.is_set():
             late = self.clock() - tick.timestamp()
             if late > MAX_LATE:
@@ -169,13 +276,20 @@ class Scheduler:
                 )  # fmt: skip
                 return
             ours = uuid.uuid4().hex
+            headers = {"tick": tick.isoformat()}
             if unique:
-                sender = periodic.job.send_with(job_id=ours, key=tick_key(tick), unique_for=TICK_HOLD)
+                key = tick_key(tick)
+                sender = periodic.job.send_with(job_id=ours, headers=headers, key=key, unique_for=TICK_HOLD)
             else:
-                sender = periodic.job.send_with(job_id=ours)
+                sender = periodic.job.send_with(job_id=ours, headers=headers)
             try:
-                job_id = await sender.asend()
+                if lead is None:
+                    job_id = await sender.asend()
+                else:
+                    job_id = await self._send_led(periodic, sender.options, lead, str(tick_ms(tick)))
             except TransportError as exc:
+                if lead is not None and isinstance(exc, TransportClosed):
+                    raise
                 log.warning("scheduler: cannot send %s yet (%s); trying again", periodic.job.name, exc)
                 await self._sleep(RETRY_SECONDS)
                 continue
@@ -189,6 +303,15 @@ class Scheduler:
                 self.sent += 1
                 log.info("scheduler: sent %s for %s (job %s)", periodic.job.name, tick.isoformat(), job_id)
             return
+
+    async def _send_led(self, periodic: Periodic, options: SendOptions, lead: Leadership, mark: str) -> str:
+        job = periodic.job
+        envelope = job.envelope((), {}, options)
+
+        async def publish(queue: str, message: Outgoing) -> None:
+            await lead.publish(queue, message, mark)
+
+        return await self.app.apublish_envelope(envelope, options, job.options, via=publish)
 
 
 _LATE = datetime.timedelta(seconds=MAX_LATE)

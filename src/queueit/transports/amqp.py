@@ -38,9 +38,11 @@ from aio_pika.exceptions import MessageProcessError
 from aiormq import exceptions as err
 
 from .base import (
+    MAX_MARK,
     BlockingPublisher,
     Capabilities,
     Delivery,
+    Leadership,
     MemberReport,
     Outgoing,
     StoredMessage,
@@ -49,6 +51,8 @@ from .base import (
     TransportRefused,
     Unsupported,
     check_group,
+    check_leadership,
+    check_led_publish,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -75,6 +79,11 @@ DELAY_QUEUE_IDLE_MS = 3_600_000
 REDECLARE_AFTER = 600.0
 #: Dead letters one redrive or delete looks at (held in memory meanwhile); call again for more.
 MAX_SCAN = 100_000
+#: A leadership is an exclusive queue: RabbitMQ lets one connection declare it and deletes it
+#: when that connection goes. Its holders' mark is the one message of a durable queue.
+LOCK_PREFIX = "queueit.lead."
+MARK_PREFIX = "queueit.mark."
+CLASSIC: dict[str, FieldValue] = {"x-queue-type": "classic"}  # exclusive queues are classic ones
 #: RabbitMQ's default max_message_size (3.8+); a broker configured lower refuses more.
 MAX_MESSAGE_BYTES = 128 * 1024 * 1024
 DEFAULT_PRIORITY = 4
@@ -120,6 +129,7 @@ def capabilities_for(queue_type: QueueType) -> Capabilities:
         topics=True,
         durable=True,
         max_message_bytes=MAX_MESSAGE_BYTES,
+        leadership=True,
     )
 
 
@@ -179,6 +189,8 @@ class AmqpTransport:
         self._capabilities = capabilities_for(queue_type)
         self._connection: AbstractConnection | None = None
         self._publisher: AbstractChannel | None = None
+        self._transactional: AbstractChannel | None = None  # tx.select'ed, for leaders' publishes
+        self._committing = asyncio.Lock()  # one transaction at a time on that channel
         self._consumer: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._queue_names: dict[str, str] = {}  # consumer tag -> queue
@@ -236,6 +248,7 @@ class AmqpTransport:
             else:
                 connection = await aio_pika.connect(self.url, timeout=self.timeout, heartbeat=self._heartbeat)
         self._connection, self._publisher, self._consumer = connection, None, None
+        self._transactional = None
         self._consumers, self._queue_names, self._buffer = [], {}, asyncio.Queue()
         self._paused, self._closing, self._lost = False, False, None
         connection.close_callbacks.add(self._on_connection_closed)
@@ -620,6 +633,58 @@ class AmqpTransport:
     ) -> None:
         check_group(self._capabilities, group_id, len(members), callback)  # RabbitMQ: Unsupported
 
+    # -- leadership ----------------------------------------------------------------------------
+
+    async def lead(self, name: str) -> Leadership | None:
+        check_leadership(self._capabilities, name)
+        connection = self._live()
+        with _mapped():
+            channel = await connection.channel(publisher_confirms=False)
+            try:
+                # Exclusive: RabbitMQ refuses it to every other connection (405) and deletes
+                # it when ours closes or is lost, however that happens (a kill -9 included).
+                lock = LOCK_PREFIX + name
+                await channel.declare_queue(lock, exclusive=True, auto_delete=True, arguments=dict(CLASSIC))
+            except err.ChannelLockedResource:
+                return None  # RabbitMQ closed that channel
+            try:
+                marks = await channel.declare_queue(
+                    MARK_PREFIX + name,
+                    durable=True,
+                    arguments={"x-queue-type": self.queue_type, "x-max-length": 1},  # drop-head
+                )
+                found = await marks.get(no_ack=False, fail=False)
+                if found is not None:
+                    # Put a fresh copy in its place: a quorum queue counts each return of a
+                    # message read and handed back, and drops it at the delivery limit.
+                    await channel.transaction().select()
+                    await channel.default_exchange.publish(_mark_message(found.body), MARK_PREFIX + name)
+                    await found.ack()
+                    await channel.transaction().commit(timeout=self.timeout)
+            finally:
+                await channel.close()
+        mark = None if found is None else found.body.decode("utf-8", "replace")[:MAX_MARK]
+        return _AmqpLeadership(self, name, mark)
+
+    async def _publish_marked(self, name: str, queue: str, message: Outgoing, mark: str) -> None:
+        """A leader's publish and its mark in one transaction (see :class:`_AmqpLeadership`)."""
+        check_led_publish(self._capabilities, message, mark)
+        check_queue_name(queue)
+        await self._declare(queue)
+        async with self._committing:
+            connection = self._live()
+            with _mapped():
+                channel = self._transactional
+                if channel is None or channel.is_closed:
+                    channel = await connection.channel(publisher_confirms=False)
+                    await channel.transaction().select()
+                    self._transactional = channel
+                exchange = channel.default_exchange
+                await exchange.publish(self._new(message), queue)
+                # x-max-length 1, overflow drop-head: the new mark pushes the old one out.
+                await exchange.publish(_mark_message(mark.encode()), MARK_PREFIX + name)
+                await channel.transaction().commit(timeout=self.timeout)
+
     # -- progress: RabbitMQ keeps no last value per job (capabilities.progress is False) --------
 
     async def report_progress(self, job_id: str, body: bytes) -> None:
@@ -661,6 +726,31 @@ class AmqpTransport:
             finally:
                 if not channel.is_closed:
                     await channel.close()
+
+
+class _AmqpLeadership:
+    """A leadership held by an :class:`AmqpTransport`'s connection.
+
+    The mark is read (not taken) when the leadership is taken; each publish sends the message
+    and the new mark in one transaction. RabbitMQ's transactions are batches, not ACID
+    (``capabilities_for``), but what they do promise is what a leader needs: nothing of a
+    transaction takes effect before its commit, so a leader that dies before it left both or
+    neither. A RabbitMQ node failing in the middle of a commit could still part them.
+    """
+
+    def __init__(self, transport: AmqpTransport, name: str, mark: str | None) -> None:
+        self._transport, self._name, self._mark = transport, name, mark
+
+    @property
+    def mark(self) -> str | None:
+        return self._mark
+
+    async def publish(self, queue: str, message: Outgoing, mark: str) -> None:
+        await self._transport._publish_marked(self._name, queue, message, mark)
+
+
+def _mark_message(body: bytes) -> aio_pika.Message:
+    return aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
 
 
 def _token(delivery: Delivery) -> _Token:

@@ -76,6 +76,8 @@ class Capabilities:
         groups: :meth:`Transport.send_group` holds a callback until every member reported.
         blocking_publish: sync code can publish over a connection of its own thread
             (:meth:`Transport.blocking_publisher`), with no event loop in between.
+        leadership: one connection at a time can hold a named leadership
+            (:meth:`Transport.lead`), freed by the broker when that connection goes.
     """
 
     delay: bool
@@ -91,6 +93,7 @@ class Capabilities:
     progress: bool = False
     groups: bool = False
     blocking_publish: bool = False
+    leadership: bool = False
 
 
 #: The largest progress report a transport takes.
@@ -322,6 +325,56 @@ class BlockingPublisher(Protocol):
         """Close the connection (from any thread; what was published stays published)."""
 
 
+class Leadership(Protocol):
+    """A named leadership this connection holds (see :meth:`Transport.lead`): until the
+    connection closes or is lost, no other connection holds it."""
+
+    @property
+    def mark(self) -> str | None:
+        """The mark the holders before left with their last :meth:`publish`, as it was when
+        this one took over; None if none ever did."""
+
+    async def publish(self, queue: str, message: Outgoing, mark: str) -> None:
+        """Publish ``message`` (no delay, no unique key) and leave ``mark`` for the next
+        holder, in one step: if this process dies, both happened or neither did.
+
+        Raises:
+            TransportClosed: the connection is gone, and the leadership with it.
+            Unsupported: ``message`` asks for what the transport cannot give.
+            ValueError: ``mark`` is empty or longer than :data:`MAX_MARK` characters.
+        """
+
+
+#: The longest mark a leadership keeps.
+MAX_MARK = 255
+
+
+def check_leadership(capabilities: Capabilities, name: str) -> None:
+    """Refuse a leadership the transport cannot hold (see :meth:`Transport.lead`).
+
+    Raises:
+        Unsupported: the transport has no leaderships.
+        ValueError: ``name`` is not a valid queue name.
+    """
+    if not capabilities.leadership:
+        raise Unsupported("this transport has no leaderships; use amqp:// or memory://")
+    check_queue_name(name)
+
+
+def check_led_publish(capabilities: Capabilities, message: Outgoing, mark: str) -> None:
+    """Refuse what :meth:`Leadership.publish` cannot do.
+
+    Raises:
+        Unsupported: a delay, a unique key, or what the transport refuses anyway.
+        ValueError: ``mark`` is empty or longer than :data:`MAX_MARK` characters.
+    """
+    if not 0 < len(mark) <= MAX_MARK:
+        raise ValueError(f"a leadership mark is 1-{MAX_MARK} characters long")
+    if message.delay or message.unique is not None:
+        raise Unsupported("a leader publishes without a delay or a unique key")
+    check_outgoing(capabilities, message)
+
+
 class Transport(Protocol):
     """A connection to a broker, as the job framework uses it. See the module docstring."""
 
@@ -461,6 +514,17 @@ class Transport(Protocol):
     async def delete_dead_letters(self, queue: str, message_id: str | None) -> int:
         """Delete dead letters of ``queue`` (all, or one); returns how many went."""
 
+    # -- leadership --------------------------------------------------------------------------
+
+    async def lead(self, name: str) -> Leadership | None:
+        """Take the leadership ``name`` (a valid queue name), or None while another connection
+        holds it. It is held until this connection closes or is lost; the broker then frees it
+        at once, for the next connection that asks.
+
+        Raises:
+            Unsupported: the transport has no leaderships (``capabilities.leadership``).
+        """
+
     # -- progress ----------------------------------------------------------------------------
 
     async def report_progress(self, job_id: str, body: bytes) -> None:
@@ -484,6 +548,7 @@ __all__ = [
     "Capabilities",
     "Delivery",
     "GroupOutcome",
+    "Leadership",
     "MemberReport",
     "Outgoing",
     "StoredMessage",
@@ -494,6 +559,8 @@ __all__ = [
     "Unique",
     "Unsupported",
     "check_group",
+    "check_leadership",
+    "check_led_publish",
     "check_outgoing",
     "check_progress",
     "check_queue_name",

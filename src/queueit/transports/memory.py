@@ -35,6 +35,8 @@ from .base import (
     TransportClosed,
     TransportRefused,
     check_group,
+    check_leadership,
+    check_led_publish,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -55,6 +57,7 @@ CAPABILITIES = Capabilities(
     progress=True,
     groups=True,
     blocking_publish=True,
+    leadership=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -111,6 +114,8 @@ class MemoryBroker:
         self._groups: dict[str, set[str]] = {}  # topic -> the queues of its listener groups
         self.progress: dict[str, tuple[bytes, int]] = {}  # job id -> (latest report, epoch ms)
         self.groups: dict[str, _Group] = {}
+        self.leaders: dict[str, MemoryTransport] = {}  # leadership name -> its holder
+        self.marks: dict[str, str] = {}  # leadership name -> the mark its holders left
         self._seq = itertools.count()
 
     def pending(self) -> tuple[int, float | None]:
@@ -298,6 +303,8 @@ class MemoryTransport:
             for message_id in list(self.held):
                 q, message = self.broker.settle(self, message_id)
                 self.broker.give_back(q, message, 0.0)
+            for name in [n for n, holder in self.broker.leaders.items() if holder is self]:
+                del self.broker.leaders[name]
 
     def tolerate_blocking(self, seconds: float) -> None:
         pass  # in-process: no keep-alives to miss
@@ -542,6 +549,36 @@ class MemoryTransport:
         check_progress(self.capabilities, job_id)
         with self.broker._lock:
             return self.broker.progress.get(job_id)
+
+    # -- leadership --------------------------------------------------------------------------
+
+    async def lead(self, name: str) -> MemoryLeadership | None:
+        self._check_open()
+        check_leadership(self.capabilities, name)
+        with self.broker._lock:
+            if self.broker.leaders.setdefault(name, self) is not self:
+                return None
+            return MemoryLeadership(self, name, self.broker.marks.get(name))
+
+
+class MemoryLeadership:
+    """A leadership a :class:`MemoryTransport` holds until it closes."""
+
+    def __init__(self, transport: MemoryTransport, name: str, mark: str | None) -> None:
+        self._transport, self._name, self._mark = transport, name, mark
+
+    @property
+    def mark(self) -> str | None:
+        return self._mark
+
+    async def publish(self, queue: str, message: Outgoing, mark: str) -> None:
+        t = self._transport
+        check_led_publish(t.capabilities, message, mark)
+        with t.broker._lock:
+            if not t._open or t.broker.leaders.get(self._name) is not t:
+                raise TransportClosed(f"the leadership {self._name!r} went with its connection")
+            t._put(queue, message)
+            t.broker.marks[self._name] = mark
 
 
 class MemoryPublisher:

@@ -32,6 +32,7 @@ from .base import (
     Capabilities,
     Delivery,
     GroupOutcome,
+    Leadership,
     MemberReport,
     Outgoing,
     StoredMessage,
@@ -39,6 +40,7 @@ from .base import (
     TransportError,
     TransportRefused,
     check_group,
+    check_leadership,
     check_outgoing,
     check_progress,
     check_queue_name,
@@ -400,6 +402,12 @@ class QueueitTransport:
         if message_id is not None:
             headers["id"] = message_id
         return int((await self._admin(headers))["purged"])
+
+    # -- leadership: none here; the scheduler keeps ticks apart by unique keys --------------
+
+    async def lead(self, name: str) -> Leadership | None:
+        check_leadership(CAPABILITIES, name)  # raises Unsupported
+        return None
 
     # -- progress ----------------------------------------------------------------------------
 
