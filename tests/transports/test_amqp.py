@@ -153,3 +153,25 @@ def test_refusals_and_lost_connections_are_transport_errors(rabbitmq: RabbitNode
             await AmqpTransport(f"amqp://guest:guest@127.0.0.1:{free_port()}/", timeout=2).connect()
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_leader_publishes_to_a_queue_deleted_behind_its_back(quorum: Backend) -> None:
+    # In a transaction RabbitMQ drops an unroutable message unseen (no confirm, no return):
+    # the mark would move on without its message. The leader declares the queue each time.
+    async def scenario() -> None:
+        name, q = fresh("lead"), fresh()
+        async with quorum.open() as t:
+            lead = await t.lead(name)
+            assert lead is not None
+            await lead.publish(q, Outgoing(b"first"), "1")
+            assert isinstance(t, AmqpTransport)
+            assert t._connection is not None
+            channel = await t._connection.channel()
+            await channel.queue_delete(q)  # what an operator might do
+            await channel.close()
+            await lead.publish(q, Outgoing(b"second"), "2")
+            await t.consume(q, prefetch=10, lease=30)
+            assert (await get(t)).body == b"second"
+            await nothing(t)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -670,6 +670,9 @@ class AmqpTransport:
         """A leader's publish and its mark in one transaction (see :class:`_AmqpLeadership`)."""
         check_led_publish(self._capabilities, message, mark)
         check_queue_name(queue)
+        # Declared every time: an unroutable publish in a transaction is dropped unseen (no
+        # confirms), and the mark would move on without its message. Leaders publish rarely.
+        self._declared.discard(queue)
         await self._declare(queue)
         async with self._committing:
             connection = self._live()
