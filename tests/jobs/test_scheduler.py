@@ -204,14 +204,16 @@ def test_leadership_names_are_valid_queue_names_and_distinct() -> None:
     assert all(QUEUE_NAME.fullmatch(name) for name in odd)
 
 
-def test_on_rabbitmq_one_scheduler_leads_and_another_takes_over_after_the_last_tick(
+def test_on_rabbitmq_one_scheduler_leads_each_job_and_another_takes_over_after_the_last_tick(
     rabbitmq: RabbitNode,
 ) -> None:
     app = App(rabbitmq.url)
-    queue = f"ticks-{uuid.uuid4().hex[:8]}"
-
-    @app.periodic(every=1, queue=queue, name=f"beat-{queue}")  # a leadership of its own
-    def beat() -> None: ...
+    run_id = uuid.uuid4().hex[:8]
+    every = {f"ticks-{run_id}-1": 1, f"ticks-{run_id}-2": 2}
+    for queue, seconds in every.items():
+        app.periodic(every=seconds, queue=queue, name=f"beat-{queue}")(
+            lambda: None
+        )  # leaderships of their own
 
     async def until(done: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
@@ -219,35 +221,40 @@ def test_on_rabbitmq_one_scheduler_leads_and_another_takes_over_after_the_last_t
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.05)
 
-    async def run() -> tuple[Scheduler, Scheduler, list[str]]:
+    async def run() -> tuple[Scheduler, Scheduler, float, dict[str, list[str]]]:
         a, b = Scheduler(app), Scheduler(app)
         tasks = {s: asyncio.create_task(s.run()) for s in (a, b)}
-        await until(lambda: a.sent + b.sent >= 3, "three ticks")
-        leader, standby = (a, b) if a.sent else (b, a)
-        assert standby.sent == 0  # one leads; the other only stood by
-        leader.stop()
-        await tasks[leader]  # its connection closes: RabbitMQ frees the leadership
-        await until(lambda: standby.sent >= 3, "three ticks from the one that took over")
-        standby.stop()
-        await tasks[standby]
+        await until(lambda: a.sent + b.sent >= 4, "four ticks")
+        a.stop()  # whatever it led, b takes over once RabbitMQ closed a's connection
+        await tasks[a]
+        stopped, sent = time.time(), b.sent
+        await until(lambda: b.sent >= sent + 4, "four ticks from the one that took over")
+        b.stop()
+        await tasks[b]
         transport = app.open_transport()
         await transport.connect()
-        await transport.consume(queue, prefetch=100, lease=30)
-        ticks = []
+        ticks: dict[str, list[str]] = {queue: [] for queue in every}
+        for queue in every:
+            await transport.consume(queue, prefetch=100, lease=30)
         while (delivery := await transport.next_delivery(1.0)) is not None:
-            ticks.append(json.loads(delivery.body)["headers"]["tick"])
+            ticks[delivery.queue].append(json.loads(delivery.body)["headers"]["tick"])
             await transport.ack(delivery)
         await transport.close()
         await app.aclose()
-        return leader, standby, ticks
+        return a, b, stopped, ticks
 
-    leader, standby, ticks = asyncio.run(run())
-    assert len(ticks) == leader.sent + standby.sent
-    assert len(set(ticks)) == len(ticks), ticks  # no tick twice, across the takeover too
-    seconds = sorted(round(datetime.datetime.fromisoformat(t).timestamp()) for t in ticks)
-    # None lost unseen: a tick is either sent or counted (and logged) as skipped.
-    assert seconds[-1] - seconds[0] + 1 == len(ticks) + leader.skipped + standby.skipped, seconds
-    assert leader.kept_out == standby.kept_out == 0
+    a, b, stopped, ticks = asyncio.run(run())
+    assert sum(map(len, ticks.values())) == a.sent + b.sent
+    expected = 0
+    for queue, sent in ticks.items():
+        assert len(set(sent)) == len(sent), sent  # no tick twice, across the takeover too
+        seconds = sorted(round(datetime.datetime.fromisoformat(t).timestamp()) for t in sent)
+        assert seconds[-1] > stopped, (queue, seconds, stopped)  # b leads both jobs in the end
+        expected += (seconds[-1] - seconds[0]) // every[queue] + 1
+    # None lost unseen: each tick between the first and the last was sent or counted (and
+    # logged) as skipped.
+    assert expected == a.sent + b.sent + a.skipped + b.skipped, ticks
+    assert a.kept_out == b.kept_out == 0
 
 
 # -- real processes --------------------------------------------------------------------------

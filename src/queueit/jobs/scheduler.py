@@ -13,7 +13,7 @@ two ways, by what the transport can do:
   (``docs/jobs.md``, "Unique jobs");
 * with leaderships (``amqp://``): for each periodic job one scheduler holds its leadership
   (:meth:`~queueit.transports.Transport.lead`) and sends its ticks; the others stand by and
-  ask again every :data:`STANDBY_SECONDS`. The broker frees a leadership when its holder's
+  ask again every :data:`STANDBY_SECONDS` (one job's at a time, in turn, until one is free). The broker frees a leadership when its holder's
   connection goes (a crash included). Each tick is sent with the tick's time as the
   leadership's mark, in one step, so a scheduler that takes over knows the last tick sent
   (whatever its own clock says) and sends the latest one missed since, under the rule below.
@@ -205,16 +205,21 @@ class Scheduler:
         periodics = list(self.app.periodics.values())
         standing_by: set[Periodic] = set()
         while not self._stop.is_set():
-            for periodic in periodics:
-                if periodic in leads:
-                    continue
+            for periodic in [p for p in periodics if p not in leads]:
                 if (lead := await transport.lead(leadership_name(periodic.job.name))) is not None:
                     leads[periodic] = lead
                     upcoming[periodic] = first = self._first_led(periodic, lead.mark)
                     log.info("scheduler: leading %s, next at %s", periodic.describe(), first.isoformat())
-                elif periodic not in standing_by:
+                    continue
+                if periodic not in standing_by:
                     standing_by.add(periodic)
                     log.info("scheduler: %s is led by another scheduler; standing by", periodic.describe())
+                # One refused ask a round: each costs RabbitMQ a channel, and a leader's
+                # leaderships are freed together, when its connection goes. The refused one
+                # goes last, so that every job is asked for in turn.
+                periodics.remove(periodic)
+                periodics.append(periodic)
+                break
             wait = math.inf if len(leads) == len(periodics) else STANDBY_SECONDS
             if upcoming:
                 periodic, tick = min(upcoming.items(), key=lambda item: item[1])
