@@ -210,8 +210,8 @@ def test_on_rabbitmq_one_scheduler_leads_each_job_and_another_takes_over_after_t
     app = App(rabbitmq.url)
     run_id = uuid.uuid4().hex[:8]
     every = {f"ticks-{run_id}-1": 1, f"ticks-{run_id}-2": 2}
-    for queue, seconds in every.items():
-        app.periodic(every=seconds, queue=queue, name=f"beat-{queue}")(
+    for queue, interval in every.items():
+        app.periodic(every=interval, queue=queue, name=f"beat-{queue}")(
             lambda: None
         )  # leaderships of their own
 
