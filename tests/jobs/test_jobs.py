@@ -40,6 +40,7 @@ from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
 from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit, Pool
+from queueit.jobs.workflows import Step
 from queueit.transports import Capabilities, Outgoing, Unsupported
 from queueit.transports.memory import MemoryTransport, shared_broker
 
@@ -968,6 +969,60 @@ def test_a_pipeline_feeds_each_result_to_the_next_step_and_survives_a_failed_ste
         app.group(resize.s("a", 1)).then(upload.s())
     app.group(resize.s("a", 1)).then(upload.s(bucket="b"))  # the results come first: fits
 
+    @app.batch(queue="bulk", size=10, wait=1.0)
+    def bulk(items: list[str]) -> int:
+        return len(items)
+
+    with pytest.raises(TypeError, match="batch job, which cannot be a pipeline step"):
+        app.pipeline(resize.s("x", 1), Step(bulk.name, "bulk", (), {}))
+
+
+def test_a_pipelines_next_steps_go_through_the_enqueue_hooks_and_a_hook_can_stop_one() -> None:
+    app = make_app()
+    seen: list[int] = []
+
+    @app.job(queue="math", retries=0)
+    def double(n: int) -> int:
+        return 2 * n
+
+    @app.job(queue="math")
+    def show(n: int) -> None:
+        seen.append(n)
+
+    class NoBigShows(EnqueueAudit):
+        def before_enqueue(self, envelope: Envelope) -> None:
+            super().before_enqueue(envelope)
+            if envelope.job == show.name and envelope.args[0] > 10:
+                raise PermissionError("no shows over 10")
+
+    audit = NoBigShows()
+    app.middleware.append(audit)
+    with JobTester(app) as jobs:
+        app.pipeline(double.s(1), double.s(), show.s()).send()
+        jobs.run(raise_errors=True)
+        assert seen == [4]
+        # Each step is a send as any other: both hooks, in order, once it is on the broker.
+        assert audit.seen == [(when, (n,)) for n in (1, 2, 4) for when in ("before", "after")]
+        audit.seen.clear()
+        app.pipeline(double.s(3), double.s(), show.s()).send()
+        report = jobs.run()
+        [kept] = jobs.queued("DLQ.math")
+    # The hook stopped the last step's send: the step that would have sent it failed, kept as
+    # a failed job with the hook's error, and its own next step never went out.
+    assert seen == [4]
+    assert audit.seen == [
+        ("before", (3,)),
+        ("after", (3,)),
+        ("before", (6,)),
+        ("after", (6,)),
+        ("before", (12,)),
+    ]
+    [failed] = report.failed
+    assert (failed.job, failed.args) == (double.name, (6,))
+    assert isinstance(kept, Envelope)
+    assert kept.id == failed.id
+    assert "no shows over 10" in json.dumps(kept.errors)
+
 
 def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> None:
     app = make_app()
@@ -1132,8 +1187,10 @@ def test_a_group_callback_gets_the_members_results_in_order_once_all_finished() 
     with JobTester(app) as jobs:
         app.group(*(square.s(n) for n in range(5))).then(total.s("squares")).send()
         assert jobs.queued("done") == []  # held by the broker until every member reported
-        # The members go out in one broker step: every "before" hook, then every "after".
-        assert enqueued.seen == [("before", (n,)) for n in range(5)] + [("after", (n,)) for n in range(5)]
+        # The members and the held callback go out in one broker step: every "before" hook,
+        # then every "after".
+        sent = [(n,) for n in range(5)] + [("squares",)]
+        assert enqueued.seen == [("before", args) for args in sent] + [("after", args) for args in sent]
         jobs.run(raise_errors=True)
     assert calls == [([0, 1, 4, 9, 16], "squares")]
 

@@ -372,6 +372,9 @@ class App:
     def pipeline(self, *steps: Step) -> Pipeline:
         """Steps run one after the other, each fed the previous result (see ``workflows``)."""
         for i, step in enumerate(steps):
+            if isinstance(self.handlers.get(step.job), BatchJob):
+                # One result for many messages: each would send the next step again.
+                raise TypeError(f"pipeline step {step.job!r} is a batch job, which cannot be a pipeline step")
             self.check_step(step, "pipeline step", fed=i > 0)
         return Pipeline(self, steps)
 

@@ -13,10 +13,11 @@ two ways, by what the transport can do:
   (``docs/jobs.md``, "Unique jobs");
 * with leaderships (``amqp://``): for each periodic job one scheduler holds its leadership
   (:meth:`~queueit.transports.Transport.lead`) and sends its ticks; the others stand by and
-  ask again every :data:`STANDBY_SECONDS` (one job's at a time, in turn, until one is free). The broker frees a leadership when its holder's
-  connection goes (a crash included). Each tick is sent with the tick's time as the
-  leadership's mark, in one step, so a scheduler that takes over knows the last tick sent
-  (whatever its own clock says) and sends the latest one missed since, under the rule below.
+  ask again every :data:`STANDBY_SECONDS`, for one job at a time in turn. The broker frees
+  a leadership when its holder's connection goes (a crash included). Each tick is sent with
+  the tick's time as the leadership's mark, in one step, so a scheduler that takes over
+  knows the last tick sent (whatever its own clock says) and sends the latest one missed
+  since, under the rule below.
 
 On a transport with neither, the scheduler says so when it starts, and each scheduler you
 run sends every tick.

@@ -499,7 +499,11 @@ class Worker:
             try:
                 context = JobContext(envelope, first, self, transport, asyncio.get_running_loop())
                 result = await self._run(handler, call, context)
-                follow_up = next_step(envelope, result)  # raises TypeError: a result that is no JSON
+                if len(entries) == 1:  # a batch is never a pipeline step (App.pipeline)
+                    follow_up = next_step(envelope, result)  # raises TypeError: a result that is no JSON
+                if follow_up is not None:
+                    # As for any send: a hook that raises stops it, and so fails this attempt.
+                    self.app._before_enqueue(follow_up)
             except asyncio.CancelledError:
                 await self._hand_back(transport, entries)
                 log.info("job=%s id=%s handed back (worker stopping)", envelope.job, envelope.id)
@@ -524,6 +528,9 @@ class Worker:
                     step = Outgoing(follow_up.encode(), {"job": follow_up.job, "job-id": follow_up.id})
                     publish.append((follow_up.queue, step))
                 await transport.settle(delivery, publish, report)
+                if follow_up is not None:
+                    for m in self.app.middleware:
+                        _hook(m.after_enqueue, follow_up)
             if error is None and log.isEnabledFor(logging.INFO):
                 fields = _fields(envelope, first, "done", took)
                 if len(entries) > 1:

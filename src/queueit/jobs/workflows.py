@@ -168,10 +168,11 @@ class Group:
                 "this app's transport cannot hold a group's callback; use queueit:// or memory://"
             )
         callback = _envelope(self.callback, {"group_policy": {"allow_failures": self.allow_failures}})
-        for envelope in envelopes:  # one step on the broker: every hook before, every hook after
+        # One step on the broker, the held callback included: every hook before, every one after.
+        for envelope in (*envelopes, callback):
             self.app._before_enqueue(envelope)
         await self.app.send_group(group_id, members, callback.queue, _outgoing(callback))
-        for envelope in envelopes:
+        for envelope in (*envelopes, callback):
             self.app._after_enqueue(envelope, None)
         return group_id
 
