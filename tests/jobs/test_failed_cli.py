@@ -9,6 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from queueit.client import Client
 
 from ..conftest import BrokerProcess
@@ -87,9 +89,17 @@ def test_failed_jobs_are_listed_shown_retried_and_deleted(
     assert listed(job_env) == []
 
 
-def test_failed_needs_to_know_which_queues() -> None:
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        ([], "--app MODULE:APP or --queue NAME"),
+        (["--queue", "bad name!"], "bad queue name"),
+        (["--app", ".tasks:app"], "with an absolute module path"),
+    ],
+)
+def test_failed_needs_to_know_which_queues(args: list[str], said: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "queueit", "failed", "list"],
+        [sys.executable, "-m", "queueit", "failed", "list", *args],
         check=False,
         capture_output=True,
         text=True,
@@ -97,4 +107,5 @@ def test_failed_needs_to_know_which_queues() -> None:
         timeout=30,
     )
     assert result.returncode == 2
-    assert "--app MODULE:APP or --queue NAME" in result.stderr  # errors on stderr: stdout stays data
+    assert said in result.stderr  # errors on stderr: stdout stays data
+    assert "Traceback" not in result.stderr

@@ -84,6 +84,18 @@ def test_an_envelope_round_trips_and_keeps_fields_it_does_not_know() -> None:
         (b'{"queueit": 1, "id": "x", "job": "j", "headers": {"a": 1}}', "headers must all be strings"),
         (b'{"queueit": 1, "id": "x", "job": "j", "attempt": -1}', "must not be negative"),
         (b'{"queueit": 1, "id": "x"}', "no 'job'"),
+        (b"[1, NaN]", "NaN is not a JSON value"),
+        (b'{"a": -Infinity}', "-Infinity is not a JSON value"),
+        (b"[1e400]", "out of a float's range"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"queueit": 1, "id": "' + b"i" * 256 + b'", "job": "j"}', "id must be 1-255"),
+        (b'{"queueit": 1, "id": "", "job": "j"}', "id must be 1-255"),
+        (b'{"queueit": 1, "id": "x", "job": ""}', "job 1-1000"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "trace_id": "' + b"t" * 256 + b'"}', "trace_id"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "unique": "' + b"u" * 256 + b'"}', "unique key"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "queue": "bad queue!"}', "not a valid queue name"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "errors": ["junk"]}', "errors must be objects"),
+        (b'{"queueit": 1, "id": "x", "job": "j", "errors": [{"traceback": 5}]}', "errors must be objects"),
     ],
 )
 def test_bad_bodies_are_invalid_messages_with_the_reason(body: bytes, reason: str) -> None:
@@ -92,7 +104,7 @@ def test_bad_bodies_are_invalid_messages_with_the_reason(body: bytes, reason: st
 
 
 def test_an_envelope_with_only_its_required_fields_gets_the_defaults() -> None:
-    back = decode(b'{"queueit": 1, "id": "x", "job": "j", "errors": [{"a": 1}, "junk"], "new": 2}')
+    back = decode(b'{"queueit": 1, "id": "x", "job": "j", "errors": [{"a": 1}], "new": 2}')
     assert back == Envelope("x", "j", "", errors=({"a": 1},), extra={"new": 2})
 
 
@@ -328,6 +340,70 @@ def test_invalid_messages_are_dead_lettered_raw_and_never_retried() -> None:
     assert report.retried == 0
     assert dead[0][0] == b"\x00\xffgarbage"
     assert dead[0][1]["x-dead-letter-reason"] == "invalid"
+
+
+def test_messages_that_would_break_a_worker_later_are_invalid_before_the_job_runs() -> None:
+    # Each of these used to pass the first checks and then fail where a copy of it was sent
+    # (a retry's header, a next step, a group report), round and round until max-deliveries.
+    app = make_app()
+    ran: list[Any] = []
+
+    @app.job(queue="q", retries=0)
+    def job(n: int = 0) -> None:
+        ran.append(n)
+
+    def envelope(**extra: Any) -> bytes:
+        return json.dumps({"queueit": 1, "id": "x", "job": job.name, "kwargs": {"n": 1}, **extra}).encode()
+
+    bad = [
+        (b"[1, 2]", "must be a JSON object"),  # a plain message for a job of keyword arguments
+        (b'"hello"', "must be a JSON object"),
+        (envelope(then=[{"job": job.name, "queue": ""}]), "each step of the envelope's 'then'"),
+        (envelope(then=[{"job": job.name, "queue": "q", "args": {}}]), "each step of the envelope's 'then'"),
+        (envelope(then="next"), "'then' must be a list"),
+        (envelope(group={"id": "g", "member": True}), "'group' must be"),
+        (envelope(group={"id": "g", "member": -1}), "'group' must be"),
+        (envelope(group={"id": "g" * 300, "member": 0}), "'group' must be"),
+        (b'{"n": NaN}', "NaN is not a JSON value"),
+    ]
+    with JobTester(app) as jobs:
+
+        async def publish() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            for body, _ in bad:
+                await transport.publish("q", Outgoing(body))
+            await transport.publish("q", Outgoing(b'{"n": 7}'))  # a good one behind them
+            await transport.close()
+
+        asyncio.run(publish())
+        report = jobs.run()
+    assert ran == [7]  # none of the bad ones ran; the good one ran once
+    assert report.retried == 0
+    assert len(report.invalid) == len(bad)
+    for (body, reason), (raw, said) in zip(bad, report.invalid, strict=True):
+        assert raw == body
+        assert reason in said, said
+
+
+def test_an_unknown_job_name_is_quoted_shortly_in_the_reason() -> None:
+    app = make_app()
+
+    @app.job(queue="q")
+    def job() -> None: ...
+
+    with JobTester(app) as jobs:
+
+        async def publish() -> None:
+            transport = app.open_transport()
+            await transport.connect()
+            await transport.publish("q", Outgoing(Envelope.new("n" * 1_000, "q").encode()))
+            await transport.close()
+
+        asyncio.run(publish())
+        report = jobs.run()
+    [(_, reason)] = report.invalid
+    assert len(reason) < 300, reason
 
 
 def test_retries_back_off_and_keep_every_error_then_the_job_is_kept_as_failed() -> None:
@@ -584,7 +660,36 @@ def test_a_failure_too_large_to_record_goes_to_the_dead_letters_as_it_came() -> 
     [(body, headers)] = shared_broker(name).messages("DLQ.q")
     assert decode(body).args == ("payload",)  # type: ignore[union-attr]
     assert headers["x-dead-letter-reason"] == "rejected"
-    assert "the job failed, and a message body of" in headers["x-dead-letter-error"]
+    assert "its retry cannot be sent: a message body of" in headers["x-dead-letter-error"]
+
+
+def test_a_pipeline_step_whose_result_is_too_large_to_send_on_goes_to_the_dead_letters() -> None:
+    name = "small-steps"
+    runs: list[int] = []
+
+    class SmallMessages(MemoryTransport):
+        @property
+        def capabilities(self) -> Capabilities:
+            return dataclasses.replace(super().capabilities, max_message_bytes=2_000)
+
+    app = App(f"memory://{name}", transport_factory=lambda: SmallMessages(shared_broker(name)))
+
+    @app.job(queue="q")
+    def render(n: int) -> str:
+        runs.append(n)
+        return "x" * 3_000  # the next step, fed this, is over the limit
+
+    @app.job(queue="q")
+    def store(page: str) -> None: ...
+
+    app.pipeline(render.s(1), store.s()).send()
+    run_worker_until(Worker(app, WorkerSettings()), lambda: bool(shared_broker(name).messages("DLQ.q")), 5)
+    app.close()
+    assert runs == [1]  # not handed back and run again every 30 s
+    [(body, headers)] = shared_broker(name).messages("DLQ.q")
+    assert decode(body).args == (1,)  # type: ignore[union-attr]
+    assert headers["x-dead-letter-reason"] == "rejected"
+    assert "its next pipeline step cannot be sent: a message body of" in headers["x-dead-letter-error"]
 
 
 def test_an_async_job_over_its_timeout_fails_the_attempt() -> None:

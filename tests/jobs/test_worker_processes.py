@@ -238,6 +238,8 @@ def test_a_job_longer_than_its_lease_is_renewed_not_delivered_twice(
         (["tests.jobs.sample_app"], "give the app as MODULE:ATTRIBUTE"),
         (["tests.jobs.sample_app:record"], "is not a queueit.App"),
         (["tests.jobs.sample_app:app", "--queues", "bad name"], "bad queue name 'bad name'"),
+        (["tests.jobs.sample_app:app", "--queues", ","], "give at least one queue name"),
+        ([".sample_app:app"], "with an absolute module path"),
         (["tests.jobs.sample_app:app", "--processes", "0"], "must be at least 1"),
         (["tests.jobs.sample_app:app", "--max-time", "-1"], "must be a positive number"),
         (["tests.jobs.sample_app:app", "--max-time", "inf"], "must be a finite number"),

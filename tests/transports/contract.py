@@ -276,6 +276,23 @@ async def settle_acks_and_publishes_together(b: Backend) -> None:
 
 
 @scenario
+async def a_settle_refused_before_sending_sends_nothing_and_leaves_the_delivery_held(b: Backend) -> None:
+    q, retry = fresh(), fresh("retry")
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"attempt-1"))
+        await t.consume(q, prefetch=1, lease=30)
+        d = await get(t)
+        for _ in range(20):  # more than a connection's open transactions (16 on queueit://)
+            with pytest.raises(ValueError, match="bad queue name"):
+                await t.settle(d, [(retry, Outgoing(b"never")), ("bad name!", Outgoing(b"never"))])
+        await t.settle(d, [(retry, Outgoing(b"attempt-2"))])  # still held, still settles
+        await nothing(t)
+        await t.consume(retry, prefetch=5, lease=30)
+        assert (await get(t)).body == b"attempt-2"
+        await nothing(t)
+
+
+@scenario
 async def rejected_messages_go_to_the_dead_letter_queue_unchanged(b: Backend) -> None:
     q = fresh()
     async with b.open() as t:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..transports.base import check_queue_name
+
 
 def port_number(text: str) -> int:
     try:
@@ -30,3 +32,18 @@ def header(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise argparse.ArgumentTypeError(f"header must be NAME:VALUE, got {text!r}")
     return (name, value)
+
+
+def queue_name(text: str) -> str:
+    try:
+        return check_queue_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def queue_list(text: str) -> tuple[str, ...]:
+    """Comma-separated queue names, at least one."""
+    names = tuple(queue_name(q.strip()) for q in text.split(",") if q.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one queue name, e.g. --queues email,images")
+    return names

@@ -12,7 +12,7 @@ from ..jobs import failed as ops
 from ..jobs.app import DEFAULT_URL
 from ..jobs.process import load_app
 from ..transports import Transport, TransportError, open_transport
-from .args import positive_int
+from .args import positive_int, queue_name
 from .messaging import fail, local_time, print_table
 
 
@@ -33,7 +33,9 @@ def register(sub: Any) -> None:
     p.add_argument("id", nargs="?", help="show, retry, delete: the failed job's id (or its job id)")
     p.add_argument("--app", metavar="MODULE:APP", help="take the broker URL and the queues from this app")
     p.add_argument("--url", help=f"the broker (default: the app's, else {DEFAULT_URL})")
-    p.add_argument("--queue", action="append", default=[], help="a queue to look at (repeatable)")
+    p.add_argument(
+        "--queue", action="append", type=queue_name, default=[], help="a queue to look at (repeatable)"
+    )
     p.add_argument("--job", help="list, retry, delete: only failed jobs of this job name")
     p.add_argument("--all", action="store_true", help="retry, delete: every failed job of the queues")
     p.add_argument("--limit", type=positive_int, default=100, help="list at most N (default 100)")

@@ -12,8 +12,7 @@ from ..jobs.app import App
 from ..jobs.process import load_app
 from ..jobs.supervisor import MAX_PROCESSES, run_supervisor
 from ..jobs.worker import POOLS, WorkerSettings, check_inline
-from ..transports.base import check_queue_name
-from .args import positive_int
+from .args import positive_int, queue_list
 
 
 def positive_float(text: str) -> float:
@@ -57,13 +56,6 @@ def in_process_only(app: App) -> str | None:
         "processes would each get an empty one. Point the app at queueit://host:port (queueit "
         "serve) or amqp://...; to run jobs in a test, use queueit.jobs.testing.JobTester"
     )
-
-
-def queue_list(text: str) -> tuple[str, ...]:
-    try:
-        return tuple(check_queue_name(q) for q in text.split(",") if q)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: Any) -> None:

@@ -41,7 +41,7 @@ from .arguments import to_json_value
 from .context import Progress
 from .cron import Cron
 from .definitions import BatchJob, Handler, Job, Listener, Queue, QueueHandler
-from .envelope import Envelope
+from .envelope import MAX_JOB_NAME, Envelope
 from .middleware import Middleware
 from .options import JobOptions, Retry, SendOptions
 from .scheduler import Every, Periodic
@@ -404,6 +404,8 @@ class App:
         return cls
 
     def _add(self, handler: Handler) -> None:
+        if not 0 < len(handler.name) <= MAX_JOB_NAME:
+            raise ValueError(f"a job name is 1-{MAX_JOB_NAME} characters long; give a shorter name=")
         if handler.name in self.handlers:
             raise ValueError(f"a job named {handler.name!r} is already registered; give it another name=")
         self.handlers[handler.name] = handler

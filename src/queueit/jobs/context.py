@@ -87,10 +87,13 @@ class JobContext:
 
         Raises:
             ValueError: ``percent`` is not within 0-100.
+            TypeError: ``note`` is not a string.
             Unsupported: the transport keeps no progress.
         """
         if not 0 <= percent <= 100:
             raise ValueError(f"percent must be from 0 to 100, got {percent}")
+        if not isinstance(note, str):
+            raise TypeError(f"the progress note must be a string, not {type(note).__name__}")
         if not self.transport.capabilities.progress:
             raise Unsupported("this transport keeps no job progress; use queueit:// or memory://")
         report = Progress(
@@ -115,7 +118,7 @@ class JobContext:
                 outbox.pending = None
                 try:
                     await self.transport.report_progress(self.id, body)
-                except TransportError as exc:
+                except (TransportError, ValueError) as exc:  # ValueError: what the transport refuses
                     log.warning("job=%s id=%s progress not sent: %s", self.envelope.job, self.id, exc)
         finally:
             outbox.sending = False

@@ -31,16 +31,23 @@ from __future__ import annotations
 
 import contextvars
 import json
+import math
 import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from ..transports.base import MAX_UNIQUE_KEY, QUEUE_NAME
+
 VERSION = 1
 #: Error entries an envelope keeps (the oldest are dropped first); tracebacks are cut to this size.
 MAX_ERRORS = 20
 MAX_TRACEBACK = 8_000
+#: The longest job id and trace id: a job id travels in a header of every copy of the job.
+MAX_ID = 255
+#: The longest job name (it travels in the ``job`` header).
+MAX_JOB_NAME = 1_000
 
 
 #: The trace id of the job running in this context, set by the worker while it runs: the
@@ -172,8 +179,25 @@ _FIELDS: tuple[tuple[str, type], ...] = (
 )
 _REQUIRED = ("id", "job")
 _MISSING: Any = object()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"the number {text[:40]} is out of a float's range")
+    return value
+
+
 #: One decoder for every message (``json.loads`` checks its keyword arguments on each call).
-_DECODER = json.JSONDecoder()
+#: Python's own JSON reads NaN and Infinity (not JSON) and turns 1e400 into infinity: refused
+#: here, as the encoder refuses them (a retry of such a job could not be sent).
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+#: The keys of an error entry that must be strings where present (``queueit failed`` shows them).
+_ERROR_TEXTS = ("type", "message", "traceback")
 
 
 def decode(body: bytes) -> Envelope | Plain:
@@ -191,6 +215,8 @@ def decode(body: bytes) -> Envelope | Plain:
         value = _DECODER.decode(text)
     except ValueError as exc:
         raise InvalidMessage(f"the body is not JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidMessage("the body is JSON nested too deeply to read") from None
     if type(value) is not dict or "queueit" not in value:
         return Plain(value)
     version = value.pop("queueit")
@@ -217,6 +243,20 @@ def decode(body: bytes) -> Envelope | Plain:
         attempt = 0
     elif attempt < 0:
         raise InvalidMessage("the envelope's attempt must not be negative")
+    # Bounded here, where a message from outside is read, not where a copy of it would be
+    # refused later (a retry's headers, a unique key, ``queueit failed``'s listing).
+    if not 0 < len(ident) <= MAX_ID or not 0 < len(job) <= MAX_JOB_NAME:
+        raise InvalidMessage(f"the envelope's id must be 1-{MAX_ID} characters and its job 1-{MAX_JOB_NAME}")
+    if trace_id is not _MISSING and len(trace_id) > MAX_ID:
+        raise InvalidMessage(f"the envelope's trace_id must be at most {MAX_ID} characters")
+    if unique is not _MISSING and len(unique) > MAX_UNIQUE_KEY:
+        raise InvalidMessage(f"the envelope's unique key must be at most {MAX_UNIQUE_KEY} characters")
+    if queue is not _MISSING and queue and not QUEUE_NAME.fullmatch(queue):
+        raise InvalidMessage("the envelope's queue is not a valid queue name")
+    if errors is not _MISSING and not all(
+        type(e) is dict and all(type(e.get(k, "")) is str for k in _ERROR_TEXTS) for e in errors
+    ):
+        raise InvalidMessage("the envelope's errors must be objects with string type, message and traceback")
     return Envelope(
         ident,
         job,
@@ -227,7 +267,7 @@ def decode(body: bytes) -> Envelope | Plain:
         0 if created_at is _MISSING else created_at,
         "" if trace_id is _MISSING else trace_id,
         headers,
-        () if errors is _MISSING else tuple(e for e in errors if type(e) is dict),
+        () if errors is _MISSING else tuple(errors[-MAX_ERRORS:]),
         "" if unique is _MISSING else unique,
         value,
     )

@@ -48,7 +48,9 @@ class FailedJob:
         return dict(self.envelope.errors[-1])
 
     def summary(self) -> dict[str, Any]:
-        error = self.last_error
+        # A failed job's last error is the one its worker recorded; any other dead letter's is
+        # why it was dead-lettered (an invalid message's errors are whatever its sender wrote).
+        error = self.last_error if self.message.reason == "failed" else None
         return {
             "id": self.id,
             "queue": self.queue,
@@ -57,7 +59,7 @@ class FailedJob:
             "reason": self.message.reason,
             "attempts": len(self.envelope.errors) if self.envelope is not None else 0,
             "error": (
-                f"{error['type']}: {error['message']}"
+                f"{error.get('type', '?')}: {error.get('message', '')}"
                 if error
                 else self.message.headers.get("x-dead-letter-error")
             ),

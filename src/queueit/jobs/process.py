@@ -48,8 +48,11 @@ def load_app(spec: str) -> App:
             is missing or not an App.
     """
     module_name, sep, attribute = spec.partition(":")
-    if not sep or not module_name or not attribute:
-        raise ValueError(f"give the app as MODULE:ATTRIBUTE, e.g. myproject.tasks:app (got {spec!r})")
+    if not sep or not module_name or not attribute or module_name.startswith("."):
+        raise ValueError(
+            "give the app as MODULE:ATTRIBUTE, with an absolute module path, e.g. myproject.tasks:app "
+            f"(got {spec[:200]!r})"
+        )
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:

@@ -77,7 +77,14 @@ from .context import JobContext, current_job
 from .definitions import BatchJob, Handler, Job
 from .envelope import MAX_TRACEBACK, Envelope, InvalidMessage, Plain, decode, running_trace
 from .options import MAX_TIMEOUT, JobExited, JobTimeout
-from .workflows import GroupFailed, allows_failures, member_report, next_step, with_group_results
+from .workflows import (
+    GroupFailed,
+    allows_failures,
+    check_workflow,
+    member_report,
+    next_step,
+    with_group_results,
+)
 
 log = logging.getLogger("queueit.worker")
 
@@ -86,6 +93,8 @@ REFUSED_RETRY_DELAY = 30.0
 #: Seconds a stopping process waits, after its shutdown timeout, for cancelled jobs to hand
 #: their deliveries back; then it exits.
 HAND_BACK_TIMEOUT = 5.0
+#: The longest reason for an invalid message the worker logs and keeps (it quotes the message).
+MAX_REASON = 1_000
 #: A sync job that overran its timeout in a thread runs on until its process exits: within
 #: the shutdown timeout plus the hand-back wait. Its retry waits that long and this much more.
 OVERRUN_RETRY_MARGIN = 2 * HAND_BACK_TIMEOUT
@@ -417,11 +426,15 @@ class Worker:
             handler = self._listening.get(delivery.queue) or self.app.handler_for(job, delivery.queue)
             if handler is None:
                 raise InvalidMessage(
-                    f"no job named {job!r} is registered in this worker's app"
+                    f"no job named {job[:200]!r} is registered in this worker's app"
                     if job is not None
                     else f"a plain message on queue {delivery.queue!r}, which has no single job to take it"
                 )
-            envelope = decoded if isinstance(decoded, Envelope) else _adopt(decoded, handler, delivery)
+            if isinstance(decoded, Envelope):
+                check_workflow(decoded)
+                envelope = decoded
+            else:
+                envelope = _adopt(decoded, handler, delivery)
             if delivery.group is not None:  # a group's callback: its members' results come first
                 allowed = allows_failures(envelope)
                 envelope, failed = with_group_results(envelope, delivery.group)
@@ -437,8 +450,14 @@ class Worker:
                 self._batch_of(transport, handler).add(delivery, envelope, item)
                 return
             call = handler.prepare(decoded)
-        except InvalidMessage as exc:
-            await self._reject(transport, delivery, str(exc))
+        except TransportError:
+            raise  # the broker's trouble (settling a failed group callback), not the message's
+        except Exception as exc:
+            # Whatever a message from outside makes go wrong before its job runs (an
+            # InvalidMessage, or what a check missed) sends it to the dead letters with the
+            # reason, rather than round and round until max-deliveries.
+            reason = str(exc) if isinstance(exc, InvalidMessage) else f"{type(exc).__name__}: {exc}"
+            await self._reject(transport, delivery, reason)
             self._count(1)
             return
         await self._execute(transport, handler, [(delivery, envelope)], call)
@@ -527,7 +546,11 @@ class Worker:
                 if follow_up is not None:
                     step = Outgoing(follow_up.encode(), {"job": follow_up.job, "job-id": follow_up.id})
                     publish.append((follow_up.queue, step))
-                await transport.settle(delivery, publish, report)
+                try:
+                    await transport.settle(delivery, publish, report)
+                except Unsupported as exc:  # a next step too large to send: not sent again and again
+                    await self._unrecordable(transport, delivery, e, "its next pipeline step", exc)
+                    continue
                 if follow_up is not None:
                     for m in self.app.middleware:
                         _hook(m.after_enqueue, follow_up)
@@ -718,7 +741,7 @@ class Worker:
             try:
                 await transport.settle(delivery, [(delivery.queue, retry)])
             except Unsupported as exc:  # too large with its error record: kept as it came
-                await self._unrecordable(transport, delivery, envelope, exc)
+                await self._unrecordable(transport, delivery, envelope, "its retry", exc)
                 return
             for m in self.app.middleware:
                 _hook(m.on_retry, envelope, error, delay)
@@ -745,7 +768,7 @@ class Worker:
         try:
             await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)], report)
         except Unsupported as exc:
-            await self._unrecordable(transport, delivery, envelope, exc)
+            await self._unrecordable(transport, delivery, envelope, "its failed-job record", exc)
             return
         for m in self.app.middleware:
             _hook(m.on_fail, envelope, error)
@@ -756,23 +779,26 @@ class Worker:
         )  # fmt: skip
 
     async def _unrecordable(
-        self, transport: Transport, delivery: Delivery, envelope: Envelope, why: Unsupported
+        self, transport: Transport, delivery: Delivery, envelope: Envelope, what: str, why: Unsupported
     ) -> None:
-        """A failed attempt whose retry or failed record the transport cannot take (too
-        large): the message goes to the dead-letter queue as it came, with the reason, rather
-        than round again (a retry that cannot be sent is no retry)."""
+        """An attempt whose follow-up (``what``: its retry, failed record or next step) the
+        transport cannot take (too large): the message goes to the dead-letter queue as it
+        came, with the reason, rather than round again (a retry that cannot be sent is no
+        retry; a step that ran again would make the same result)."""
         log.error(
-            "job=%s id=%s outcome=failed: its retry or failed record cannot be sent (%s); the "
-            "message goes to the dead-letter queue as it came",
+            "job=%s id=%s outcome=failed: %s cannot be sent (%s); the message goes to the "
+            "dead-letter queue as it came",
             envelope.job,
             envelope.id,
+            what,
             why,
             extra={"job": envelope.job, "job_id": envelope.id, "outcome": "failed", "error": str(why)},
         )
         with contextlib.suppress(TransportClosed):
-            await transport.reject(delivery, "rejected", f"the job failed, and {why}")
+            await transport.reject(delivery, "rejected", f"{what} cannot be sent: {why}")
 
     async def _reject(self, transport: Transport, delivery: Delivery, reason: str) -> None:
+        reason = reason[:MAX_REASON]  # it quotes what came from outside
         log.error(
             "invalid message %s on %s: %s",
             delivery.message_id,
@@ -826,8 +852,16 @@ def _fields(
 
 
 def _adopt(plain: Plain, handler: Handler, delivery: Delivery) -> Envelope:
-    """An envelope for a plain message, so retries and failures record attempts."""
+    """An envelope for a plain message, so retries and failures record attempts.
+
+    Raises:
+        InvalidMessage: a plain message for a job function that is not a JSON object.
+    """
     if isinstance(handler, Job):  # a plain object's keys are a job function's arguments
+        if type(plain.value) is not dict:
+            raise InvalidMessage(
+                f"job {handler.name!r} takes keyword arguments: a plain message for it must be a JSON object"
+            )
         return Envelope.new(handler.name, delivery.queue, (), plain.value, job_id=delivery.message_id)
     return Envelope.new(handler.name, delivery.queue, (plain.value,), job_id=delivery.message_id)
 

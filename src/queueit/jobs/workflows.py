@@ -35,8 +35,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..transports import GroupOutcome, MemberReport, Outgoing, Unsupported
+from ..transports.base import MAX_GROUP_SIZE, MAX_UNIQUE_KEY, QUEUE_NAME
 from .arguments import to_json_value
-from .envelope import Envelope
+from .envelope import MAX_JOB_NAME, Envelope, InvalidMessage
 from .options import SendOptions
 
 if TYPE_CHECKING:
@@ -87,6 +88,49 @@ class Pipeline:
     async def asend(self) -> str:
         handler = self.app.handlers[self.steps[0].job]
         return await self.app.apublish_envelope(self.envelope(), SendOptions(), handler.options)
+
+
+#: The most steps a pipeline has after its first.
+MAX_STEPS = 1_000
+
+
+def check_workflow(envelope: Envelope) -> None:
+    """Refuse a malformed ``then`` or ``group`` in an envelope from outside before its job
+    runs, rather than after, when its next step or its member report could not be sent.
+
+    Raises:
+        InvalidMessage: what is wrong.
+    """
+    then = envelope.extra.get("then")
+    if then is not None:
+        if type(then) is not list or len(then) > MAX_STEPS:
+            raise InvalidMessage(f"the envelope's 'then' must be a list of at most {MAX_STEPS} steps")
+        for step in then:
+            if not (
+                type(step) is dict
+                and type(job := step.get("job")) is str
+                and 0 < len(job) <= MAX_JOB_NAME
+                and type(queue := step.get("queue")) is str
+                and QUEUE_NAME.fullmatch(queue)
+                and type(step.get("args", [])) is list
+                and type(step.get("kwargs", {})) is dict
+            ):
+                raise InvalidMessage(
+                    'each step of the envelope\'s \'then\' must be {"job": a job name, "queue": a queue '
+                    'name, "args": a list, "kwargs": an object}'
+                )
+    group = envelope.extra.get("group")
+    if group is not None and not (
+        type(group) is dict
+        and type(group_id := group.get("id")) is str
+        and 0 < len(group_id) <= MAX_UNIQUE_KEY
+        and type(member := group.get("member")) is int
+        and 0 <= member < MAX_GROUP_SIZE
+    ):
+        raise InvalidMessage(
+            f'the envelope\'s \'group\' must be {{"id": 1-{MAX_UNIQUE_KEY} characters, "member": '
+            f"0-{MAX_GROUP_SIZE - 1}}}"
+        )
 
 
 def next_step(done: Envelope, result: Any) -> Envelope | None:

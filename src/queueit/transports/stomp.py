@@ -18,10 +18,11 @@ How each promise is kept (``docs/delivery.md``):
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import math
 import ssl
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import suppress
 from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -298,29 +299,40 @@ class QueueitTransport:
         publish: Sequence[tuple[str, Outgoing]],
         report: MemberReport | None = None,
     ) -> None:
-        for _, outgoing in publish:
-            check_outgoing(CAPABILITIES, outgoing)
+        _check_all(publish)
         if not publish and report is None:
             await self.ack(delivery)
             return
         client = self._client
         with _mapped:
             tx = await client.begin()
-            await self._send_all(publish, tx)
-            if report is not None:
-                headers = {
-                    "group-id": report.group_id,
-                    "member": str(report.member),
-                    "outcome": report.outcome,
-                }
-                await client.send(GROUP, report.result, headers=headers, transaction=tx)
-            await client.ack(_message(delivery), transaction=tx)
+            async with self._or_abort(tx):
+                await self._send_all(publish, tx)
+                if report is not None:
+                    headers = {
+                        "group-id": report.group_id,
+                        "member": str(report.member),
+                        "outcome": report.outcome,
+                    }
+                    await client.send(GROUP, report.result, headers=headers, transaction=tx)
+                await client.ack(_message(delivery), transaction=tx)
             await client.commit(tx, receipt=True)
+
+    @contextlib.asynccontextmanager
+    async def _or_abort(self, tx: str) -> AsyncIterator[None]:
+        """Abort ``tx`` if what it holds raises before its commit: an open transaction is
+        held by the broker (16 at most per connection) until the connection goes."""
+        try:
+            yield
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._client.abort(tx, receipt=False)
+            raise
 
     async def _send_all(self, publish: Sequence[tuple[str, Outgoing]], tx: str) -> None:
         for queue, outgoing in publish:
             await self._client.send(
-                "/queue/" + check_queue_name(queue),
+                "/queue/" + queue,
                 outgoing.body,
                 headers=_headers(outgoing),
                 content_type=outgoing.content_type,
@@ -335,8 +347,7 @@ class QueueitTransport:
         callback: Outgoing,
     ) -> None:
         check_group(CAPABILITIES, group_id, len(members), callback)
-        for _, outgoing in members:
-            check_outgoing(CAPABILITIES, outgoing)
+        _check_all(members)
         opening = {
             **_headers(callback),
             "group-id": group_id,
@@ -346,16 +357,17 @@ class QueueitTransport:
         client = self._client
         with _mapped:  # one transaction: the group is open with all its members, or not at all
             tx = await client.begin()
-            # With a receipt: a refused open (the id is taken) fails here, as TransportRefused.
-            await client.send(
-                GROUP,
-                callback.body,
-                headers=opening,
-                content_type=callback.content_type,
-                transaction=tx,
-                receipt=True,
-            )
-            await self._send_all(members, tx)
+            async with self._or_abort(tx):
+                # With a receipt: a refused open (the id is taken) fails here, as TransportRefused.
+                await client.send(
+                    GROUP,
+                    callback.body,
+                    headers=opening,
+                    content_type=callback.content_type,
+                    transaction=tx,
+                    receipt=True,
+                )
+                await self._send_all(members, tx)
             await client.commit(tx, receipt=True)
 
     async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
@@ -500,6 +512,13 @@ def _released_group(body: bytes) -> tuple[bytes, GroupOutcome]:
         return str(document["body"]).encode(), GroupOutcome(str(document["group"]), members)
     except (ValueError, KeyError, TypeError) as exc:
         raise TransportError(f"a released group's body is malformed ({exc})") from None
+
+
+def _check_all(publish: Sequence[tuple[str, Outgoing]]) -> None:
+    """Refuse what cannot be sent before a transaction opens (see ``_or_abort``)."""
+    for queue, outgoing in publish:
+        check_queue_name(queue)
+        check_outgoing(CAPABILITIES, outgoing)
 
 
 def _headers(message: Outgoing) -> dict[str, str]:
