@@ -69,6 +69,23 @@ class RabbitNode:
     epmd: subprocess.Popen[bytes]
     log_file: Path
     extra: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+    script: Path | None = None
+
+    def ctl(self, *args: str, timeout: float = 60.0) -> str:
+        """``rabbitmqctl ARGS`` against this node (the real script, as for the server)."""
+        assert self.script is not None
+        done = subprocess.run(
+            [str(self.script.parent / "rabbitmqctl"), "-n", self.env["RABBITMQ_NODENAME"], *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl {' '.join(args)} failed: {done.stderr or done.stdout}")
+        return done.stdout
 
     @property
     def url(self) -> str:
@@ -154,7 +171,7 @@ def start_rabbit(base: Path, script: Path, *, timeout: float = START_TIMEOUT) ->
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
-    node = RabbitNode(base, port, process, epmd, log_file)
+    node = RabbitNode(base, port, process, epmd, log_file, env=env, script=script)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:

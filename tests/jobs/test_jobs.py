@@ -35,13 +35,21 @@ from queueit.jobs import (
     current,
 )
 from queueit.jobs import failed as failed_jobs
+from queueit.jobs import worker as worker_module
 from queueit.jobs.arguments import convert
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
 from queueit.jobs.worker import OVERRUN_RETRY_MARGIN, Exit, Pool
 from queueit.jobs.workflows import Step
-from queueit.transports import Capabilities, Outgoing, Unsupported
+from queueit.transports import (
+    Capabilities,
+    Delivery,
+    Outgoing,
+    TransportClosed,
+    TransportRefused,
+    Unsupported,
+)
 from queueit.transports.memory import MemoryTransport, shared_broker
 
 from ..conftest import BrokerProcess, run_worker_until, start_broker
@@ -635,6 +643,89 @@ def test_an_error_frame_from_the_broker_makes_the_worker_reconnect(tmp_path: Pat
     assert why is Exit.STOPPED  # not ended by the broker's ERROR
     assert (0, 2) in ran  # the refused attempt came back on the new connection
     assert (1, 1) in ran
+
+
+@pytest.mark.parametrize("reconnects", [True, False], ids=["reconnects", "stays-down"])
+def test_sends_that_lose_their_connection_together_reconnect_once_and_none_hangs(reconnects: bool) -> None:
+    # Fifty sends on one lost connection: each must forget it once, never the connection another
+    # send is opening meanwhile, and every send waiting on a connect that fails must learn why.
+    name = f"lost-together-{reconnects}"
+    connects: list[int] = []
+
+    class LosesItsFirstConnection(MemoryTransport):
+        async def connect(self) -> None:
+            connects.append(len(connects))
+            self.number = connects[-1]
+            await asyncio.sleep(0.01)  # as on a network: other sends run meanwhile
+            if self.number > 0 and not reconnects:
+                raise TransportClosed("the broker is still down")
+            await super().connect()
+
+        async def publish(self, queue: str, message: Outgoing) -> str | None:
+            if self.number == 0:
+                await asyncio.sleep(0.01)
+                raise TransportClosed("connection lost")
+            return await super().publish(queue, message)
+
+    app = App(f"memory://{name}", transport_factory=lambda: LosesItsFirstConnection(shared_broker(name)))
+
+    @app.job(queue="q")
+    def job(n: int) -> None: ...
+
+    async def send_all() -> list[str | BaseException]:
+        sends = [job.asend(i) for i in range(50)]
+        try:
+            return await asyncio.wait_for(asyncio.gather(*sends, return_exceptions=True), 10)
+        finally:
+            await app.aclose()
+
+    outcomes = asyncio.run(send_all())
+    if reconnects:
+        assert all(isinstance(o, str) for o in outcomes), outcomes
+        assert len(connects) == 2  # one reconnection, shared by all fifty
+        assert len(shared_broker(name).messages("q")) == 50
+    else:
+        assert all(type(o) is TransportClosed for o in outcomes), outcomes  # no KeyError, no hang
+
+
+def test_an_invalid_message_whose_dead_lettering_is_refused_is_handed_back_not_held(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Held, it would take a slot of the worker's for ever (RabbitMQ refusing a deleted DLQ).
+    monkeypatch.setattr(worker_module, "REFUSED_RETRY_DELAY", 0.2)
+    name = "refused-dead-letters"
+    refusals: list[str] = []
+
+    class RefusesOnce(MemoryTransport):
+        async def reject(
+            self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
+        ) -> None:
+            if not refusals:
+                refusals.append(delivery.message_id)
+                raise TransportRefused("the dead-letter queue is gone")
+            await super().reject(delivery, reason, error)
+
+    app = App(f"memory://{name}", transport_factory=lambda: RefusesOnce(shared_broker(name)))
+
+    @app.job(queue="q")
+    def job(n: int) -> None: ...
+
+    async def send_bad() -> None:
+        transport = app.open_transport()
+        await transport.connect()
+        await transport.publish("q", Outgoing(b"not json"))
+        await transport.close()
+
+    asyncio.run(send_bad())
+    broker = shared_broker(name)
+    why = run_worker_until(
+        Worker(app, WorkerSettings(concurrency=1)), lambda: bool(broker.messages("DLQ.q")), 10
+    )
+    app.close()
+    assert why is Exit.STOPPED
+    assert len(refusals) == 1
+    [(body, headers)] = broker.messages("DLQ.q")
+    assert (body, headers["x-dead-letter-reason"]) == (b"not json", "invalid")
 
 
 def test_a_failure_too_large_to_record_goes_to_the_dead_letters_as_it_came() -> None:

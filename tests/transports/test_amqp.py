@@ -4,7 +4,9 @@ delayed releases and lost connections, delayed broadcasts, refusals and errors."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -12,7 +14,7 @@ from queueit.transports import Outgoing, TransportClosed, TransportRefused, open
 from queueit.transports.amqp import MAX_DELIVERIES, AmqpTransport, delay_bucket
 
 from ..rabbitmq import RabbitNode, free_port
-from .contract import Backend, dead_letters, fresh, get, nothing
+from .contract import Backend, dead_letters, fresh, get, nothing, taken
 
 
 @pytest.fixture
@@ -173,5 +175,120 @@ def test_a_leader_publishes_to_a_queue_deleted_behind_its_back(quorum: Backend) 
             await t.consume(q, prefetch=10, lease=30)
             assert (await get(t)).body == b"second"
             await nothing(t)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+@contextlib.contextmanager
+def memory_alarm(rabbitmq: RabbitNode) -> Iterator[None]:
+    """A memory alarm on the node: RabbitMQ stops reading from connections that publish."""
+    rabbitmq.ctl("set_vm_memory_high_watermark", "0.000001")
+    try:
+        time.sleep(2)  # the node checks its memory about once a second
+        yield
+    finally:
+        rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")
+
+
+async def drain(t: AmqpTransport, queue: str, settle: float = 3.0) -> list[bytes]:
+    """Every body ``queue`` delivers within ``settle`` seconds of quiet, acked."""
+    await t.consume(queue, prefetch=50, lease=30)
+    bodies = []
+    while (delivery := await t.next_delivery(settle)) is not None:
+        bodies.append(delivery.body)
+        await t.ack(delivery)
+    return bodies
+
+
+def test_a_call_rabbitmq_does_not_answer_drops_the_connection_instead_of_hanging(
+    rabbitmq: RabbitNode,
+) -> None:
+    # A publish whose confirm never comes may still land once the alarm ends: its outcome is
+    # unknown, so the connection is dropped (deliveries go back, as on any lost connection)
+    # rather than the publish repeated on it or anything waiting on it for ever.
+    async def scenario() -> None:
+        q = fresh()
+        t = AmqpTransport(rabbitmq.url, timeout=2)
+        await t.connect()
+        await t.publish(q, Outgoing(b"before"))
+        await t.consume(q, prefetch=1, lease=30)
+        await get(t)  # held, not settled
+        with memory_alarm(rabbitmq):
+            started = time.monotonic()
+            with pytest.raises(TransportClosed, match="did not answer within 2 s"):
+                await t.publish(q, Outgoing(b"during"))
+            with pytest.raises(TransportClosed):
+                await t.next_delivery(1)  # the worker's loop learns it at once, and reconnects
+            with contextlib.suppress(TransportClosed):
+                await t.pause()  # a stopping worker is not held up...
+            await t.close()  # ...nor is its close
+            assert time.monotonic() - started < 12
+        async with Backend("after", lambda: AmqpTransport(rabbitmq.url)).open() as after:
+            bodies = await drain(after, q)  # type: ignore[arg-type]
+        assert bodies.count(b"before") == 1  # given back by the dropped connection
+        assert bodies.count(b"during") <= 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_leaders_publish_rabbitmq_does_not_answer_lands_with_its_mark_or_not_at_all(
+    rabbitmq: RabbitNode,
+) -> None:
+    async def scenario() -> None:
+        name, q = fresh("lead"), fresh()
+        t = AmqpTransport(rabbitmq.url, timeout=2)
+        await t.connect()
+        lead = await t.lead(name)
+        assert lead is not None
+        await lead.publish(q, Outgoing(b"tick-1"), "1")
+        with memory_alarm(rabbitmq):
+            with pytest.raises(TransportClosed, match="did not answer"):
+                await lead.publish(q, Outgoing(b"tick-2"), "2")
+            await t.close()
+        async with Backend("next", lambda: AmqpTransport(rabbitmq.url)).open() as after:
+            successor = await taken(after, name, timeout=30)  # once RabbitMQ let the old one go
+            bodies = await drain(after, q)  # type: ignore[arg-type]
+        # Both or neither: the next leader starts after the last tick that was sent.
+        assert bodies == ([b"tick-1", b"tick-2"] if successor.mark == "2" else [b"tick-1"]), (
+            successor.mark,
+            bodies,
+        )
+
+    asyncio.run(asyncio.wait_for(scenario(), 120))
+
+
+def test_a_queue_deleted_under_its_consumer_loses_the_connection_so_the_worker_comes_back(
+    quorum: Backend,
+) -> None:
+    async def scenario() -> None:
+        q = fresh()
+        async with quorum.open() as t, quorum.open() as operator:
+            await t.consume(q, prefetch=1, lease=30)
+            assert isinstance(operator, AmqpTransport)
+            assert operator._connection is not None
+            channel = await operator._connection.channel()
+            await channel.queue_delete(q)
+            await channel.close()
+            with pytest.raises(TransportClosed, match="cancelled the consumer"):
+                await t.next_delivery(5)
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_dead_letter_queue_deleted_behind_the_transports_back_is_declared_again(quorum: Backend) -> None:
+    async def scenario() -> None:
+        q = fresh()
+        async with quorum.open() as t:
+            await t.publish(q, Outgoing(b"bad"))
+            await t.consume(q, prefetch=1, lease=30)
+            delivery = await get(t)
+            assert isinstance(t, AmqpTransport)
+            assert t._connection is not None
+            channel = await t._connection.channel()
+            await channel.queue_delete(t.dead_letter_queue(q))
+            await channel.close()
+            await t.reject(delivery, "invalid", "not a job")
+            [dead] = await dead_letters(t, q, 1)
+            assert (dead.body, dead.reason) == (b"bad", "invalid")
 
     asyncio.run(asyncio.wait_for(scenario(), 60))

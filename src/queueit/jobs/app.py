@@ -507,10 +507,24 @@ class App:
             try:
                 return await step(transport)
             except TransportClosed:
-                self._producers.pop(asyncio.get_running_loop(), None)
+                self._forget_producer(transport)
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable: the second attempt returns or raises")
+
+    def _forget_producer(self, transport: Transport) -> None:
+        """Forget ``transport`` as this loop's producer if it still is: sends that lost it
+        together forget it once, and none forgets the new one another send is opening."""
+        loop = asyncio.get_running_loop()
+        future = self._producers.get(loop)
+        if (
+            future is not None
+            and future.done()
+            and not future.cancelled()
+            and future.exception() is None
+            and future.result() is transport
+        ):
+            del self._producers[loop]
 
     async def _producer(self) -> Transport:
         loop = asyncio.get_running_loop()
@@ -525,9 +539,11 @@ class App:
             try:
                 await transport.connect()
             except BaseException as exc:
-                del self._producers[loop]
+                # Every send waiting on this connection learns why, and the next one tries anew.
                 future.set_exception(exc)
                 future.exception()  # retrieved: no "never retrieved" warning
+                if self._producers.get(loop) is future:
+                    del self._producers[loop]
                 raise
             future.set_result(transport)
         return await asyncio.shield(future)

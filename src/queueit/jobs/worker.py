@@ -69,6 +69,7 @@ from ..transports import (
     Transport,
     TransportClosed,
     TransportError,
+    TransportRefused,
     Unique,
     Unsupported,
 )
@@ -320,7 +321,10 @@ class Worker:
                 with contextlib.suppress(TransportError, OSError):
                     await transport.close()
                 wait = delays[min(attempt, len(delays) - 1)]
-                log.warning("cannot reach the broker (%s); trying again in %.1f s", exc, wait)
+                if isinstance(exc, TransportRefused):  # a login, permission or queue refused
+                    log.error("the broker refused this worker (%s); trying again in %.1f s", exc, wait)
+                else:
+                    log.warning("cannot reach the broker (%s); trying again in %.1f s", exc, wait)
                 assert self._stop is not None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)
@@ -794,8 +798,7 @@ class Worker:
             why,
             extra={"job": envelope.job, "job_id": envelope.id, "outcome": "failed", "error": str(why)},
         )
-        with contextlib.suppress(TransportClosed):
-            await transport.reject(delivery, "rejected", f"{what} cannot be sent: {why}")
+        await self._dead_letter(transport, delivery, "rejected", f"{what} cannot be sent: {why}")
 
     async def _reject(self, transport: Transport, delivery: Delivery, reason: str) -> None:
         reason = reason[:MAX_REASON]  # it quotes what came from outside
@@ -808,8 +811,23 @@ class Worker:
         )
         for m in self.app.middleware:
             _hook(m.on_invalid, delivery.body, reason)
-        with contextlib.suppress(TransportClosed):
-            await transport.reject(delivery, "invalid", reason)
+        await self._dead_letter(transport, delivery, "invalid", reason)
+
+    async def _dead_letter(
+        self, transport: Transport, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str
+    ) -> None:
+        """Reject ``delivery`` to its dead-letter queue; if the broker refuses, hand it back
+        for later rather than hold it (it would take a slot for ever)."""
+        try:
+            await transport.reject(delivery, reason, error)
+        except TransportClosed:
+            pass  # delivered again, and looked at again
+        except TransportError as exc:
+            log.error(
+                "message %s on %s: the broker refused to dead-letter it (%s); handing it back for %g s",
+                delivery.message_id, delivery.queue, exc, REFUSED_RETRY_DELAY,
+            )  # fmt: skip
+            await _quietly(transport.release(delivery, delay=REFUSED_RETRY_DELAY))
 
     def _check_recycle(self) -> None:
         s = self.settings

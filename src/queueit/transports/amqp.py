@@ -26,6 +26,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -151,7 +152,7 @@ def _mapped() -> Iterator[None]:
     except MessageProcessError as exc:
         raise TransportError(f"this delivery was already settled: {exc}") from exc
     except TimeoutError as exc:
-        raise TransportError("RabbitMQ did not answer in time (a resource alarm blocks publishers?)") from exc
+        raise TransportClosed("RabbitMQ did not answer in time (unreachable, or a resource alarm?)") from exc
     except (err.AMQPConnectionError, err.ChannelClosed, err.ChannelInvalidStateError, OSError) as exc:
         raise TransportClosed(f"connection to RabbitMQ lost: {exc or type(exc).__name__}") from exc
     except err.AMQPError as exc:
@@ -202,6 +203,7 @@ class AmqpTransport:
         self._closing = False
         self._lost: str | None = None
         self._heartbeat: int | None = None  # seconds; None: what RabbitMQ offers
+        self._closing_lost: asyncio.Future[None] | None = None  # a dropped connection's close
 
     @classmethod
     def from_url(cls, url: str) -> AmqpTransport:
@@ -258,8 +260,11 @@ class AmqpTransport:
         self._closing = True
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
-            with contextlib.suppress(err.AMQPError, err.ChannelInvalidStateError, OSError):
-                await connection.close()  # RabbitMQ gives unsettled deliveries back, redelivered
+            # RabbitMQ gives unsettled deliveries back, redelivered. Bounded: a blocked
+            # connection (a resource alarm) never answers the close.
+            with contextlib.suppress(err.AMQPError, err.ChannelInvalidStateError, OSError, TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await connection.close()
 
     def _on_connection_closed(self, _: object, exc: BaseException | None) -> None:
         self._lost_with(f"connection to RabbitMQ lost: {exc or 'closed'}")
@@ -268,6 +273,12 @@ class AmqpTransport:
         # RabbitMQ closes a channel for an unknown delivery tag or after consumer_timeout;
         # the deliveries it held go back to their queues, as with a lost connection.
         self._lost_with(f"RabbitMQ closed the consuming channel: {exc or 'closed'}")
+
+    def _on_consumer_cancelled(self, frame: aiormq.spec.Basic.Cancel) -> None:
+        # A queue deleted under its consumers: nothing would arrive from it again, while a
+        # new connection declares it again and consumes.
+        queue = self._queue_names.get(frame.consumer_tag or "", "?")
+        self._lost_with(f"RabbitMQ cancelled the consumer of {queue!r} (the queue was deleted?)")
 
     def _lost_with(self, reason: str) -> None:
         if not self._closing and self._lost is None:
@@ -281,11 +292,37 @@ class AmqpTransport:
             raise TransportClosed("the amqp transport is not connected; call connect() first")
         return self._connection
 
+    @contextlib.asynccontextmanager
+    async def _answered(self) -> AsyncIterator[None]:
+        """Calls to RabbitMQ inside, mapped to the transport's errors (``_mapped``) and each
+        bounded by ``timeout``. RabbitMQ stops reading from a connection that publishes while
+        a memory or disk alarm lasts: a call it has not answered by then may still take
+        effect later (a publish, a commit), so its outcome is unknown. The connection is then
+        dropped rather than the call repeated on it: its deliveries go back to their queues,
+        nothing waits on it for ever (a stopping worker included), and whoever goes on does
+        so on a new connection, as after any lost connection (a duplicate possible, never a
+        loss)."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                with _mapped():
+                    yield
+        except TimeoutError:
+            reason = f"RabbitMQ did not answer within {self.timeout:g} s (a memory or disk alarm?)"
+            self._drop(reason)
+            raise TransportClosed(f"{reason}; the connection was dropped") from None
+
+    def _drop(self, reason: str) -> None:
+        """Give the connection up: lost for every caller, closed in the background."""
+        self._lost_with(reason)
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            self._closing_lost = asyncio.ensure_future(_close_quietly(connection))
+
     async def _channel(self) -> AbstractChannel:
         """The publishing channel, opened again if RabbitMQ closed it (a refused declare does)."""
         connection = self._live()
         if self._publisher is None or self._publisher.is_closed:
-            with _mapped():
+            async with self._answered():
                 self._publisher = await connection.channel(publisher_confirms=True, on_return_raises=True)
         return self._publisher
 
@@ -315,7 +352,7 @@ class AmqpTransport:
         if queue in self._declared:
             return
         channel = await self._channel()
-        with _mapped():
+        async with self._answered():
             if not queue.startswith(DLQ_PREFIX):
                 await channel.declare_queue(
                     self.dead_letter_queue(queue), durable=True, arguments={"x-queue-type": self.queue_type}
@@ -328,7 +365,7 @@ class AmqpTransport:
     async def _declare_exchange(self, name: str, kind: aio_pika.ExchangeType) -> None:
         if name not in self._declared:
             channel = await self._channel()
-            with _mapped():
+            async with self._answered():
                 await channel.declare_exchange(name, kind, durable=True)
             self._declared.add(name)
 
@@ -354,7 +391,7 @@ class AmqpTransport:
             arguments.update(AT_LEAST_ONCE)
         await self._declare_exchange(DELAY_EXCHANGE, aio_pika.ExchangeType.HEADERS)
         channel = await self._channel()
-        with _mapped():
+        async with self._answered():
             queue = await channel.declare_queue(name, durable=True, arguments=arguments)
             await queue.bind(DELAY_EXCHANGE, routing_key="", arguments={"x-match": "all", DELAY_HEADER: name})
         self._delay_declared[name] = now
@@ -422,13 +459,13 @@ class AmqpTransport:
     ) -> None:
         """Publish and wait for RabbitMQ's confirm (mandatory: an unroutable message raises)."""
         channel = await self._channel()
-        with _mapped():
+        async with self._answered():
             target = (
                 channel.default_exchange
                 if exchange == ""
                 else await channel.get_exchange(exchange, ensure=False)
             )
-            await target.publish(message, key, mandatory=mandatory, timeout=self.timeout)
+            await target.publish(message, key, mandatory=mandatory)
 
     # -- consuming ---------------------------------------------------------------------------
 
@@ -448,7 +485,7 @@ class AmqpTransport:
         await self._declare_exchange(EVENTS_EXCHANGE, aio_pika.ExchangeType.TOPIC)
         await self._declare(queue)
         channel = await self._channel()
-        with _mapped():
+        async with self._answered():
             bound = await channel.get_queue(queue, ensure=False)
             await bound.bind(EVENTS_EXCHANGE, routing_key=topic)
         await self._consume(queue, prefetch)
@@ -463,11 +500,13 @@ class AmqpTransport:
             await self._subscribe(connection, queue, prefetch, tag)
 
     async def _subscribe(self, connection: AbstractConnection, queue: str, prefetch: int, tag: str) -> None:
-        with _mapped():
+        async with self._answered():
             if self._consumer is None:
                 # One channel for every consumer: deliveries are acked on the channel that got them.
                 self._consumer = await connection.channel(publisher_confirms=False)
                 self._consumer.close_callbacks.add(self._on_consumer_closed)
+                underlay = await self._consumer.get_underlay_channel()
+                underlay.on_consumer_cancel_callbacks.add(self._on_consumer_cancelled)
             await self._consumer.set_qos(prefetch_count=prefetch)
             source = await self._consumer.get_queue(queue, ensure=False)
             await source.consume(self._on_message, consumer_tag=tag)
@@ -483,7 +522,7 @@ class AmqpTransport:
     async def pause(self) -> None:
         self._paused = True
         consumers, self._consumers = self._consumers, []
-        with _mapped():
+        async with self._answered():
             for source, tag in consumers:
                 await source.cancel(tag)  # AMQP keeps the unacked deliveries of a cancelled consumer
             waiting = []
@@ -536,7 +575,7 @@ class AmqpTransport:
         )
 
     async def ack(self, delivery: Delivery) -> None:
-        with _mapped():
+        async with self._answered():
             await _token(delivery).message.ack()
 
     async def settle(
@@ -568,7 +607,7 @@ class AmqpTransport:
         if native:
             # RabbitMQ counts the return (x-delivery-count, added to base) and dead-letters
             # a message it counted from 1 at the delivery limit itself.
-            with _mapped():
+            async with self._answered():
                 await token.message.nack(requeue=True)
             return
         # A copy that carries the deliveries so far (RabbitMQ would start it at 1), published
@@ -597,8 +636,11 @@ class AmqpTransport:
         if error:
             dead["x-dead-letter-error"] = error[:1000]
         copy = _copy(_token(delivery).message, dead, fresh=True)
-        await self._declare(delivery.queue)
-        await self._send("", self.dead_letter_queue(delivery.queue), copy)
+        dlq = self.dead_letter_queue(delivery.queue)
+        try:
+            await self._put(dlq, copy, 0.0)
+        except TransportRefused:  # deleted behind our back? _put declares it again this time
+            await self._put(dlq, copy, 0.0)
         await self.ack(delivery)
 
     async def extend(self, delivery: Delivery, lease: float) -> None:
@@ -638,7 +680,7 @@ class AmqpTransport:
     async def lead(self, name: str) -> Leadership | None:
         check_leadership(self._capabilities, name)
         connection = self._live()
-        with _mapped():
+        async with self._answered():
             channel = await connection.channel(publisher_confirms=False)
             try:
                 # Exclusive: RabbitMQ refuses it to every other connection (405) and deletes
@@ -660,7 +702,7 @@ class AmqpTransport:
                     await channel.transaction().select()
                     await channel.default_exchange.publish(_mark_message(found.body), MARK_PREFIX + name)
                     await found.ack()
-                    await channel.transaction().commit(timeout=self.timeout)
+                    await channel.transaction().commit()
             finally:
                 await channel.close()
         mark = None if found is None else found.body.decode("utf-8", "replace")[:MAX_MARK]
@@ -676,7 +718,7 @@ class AmqpTransport:
         await self._declare(queue)
         async with self._committing:
             connection = self._live()
-            with _mapped():
+            async with self._answered():
                 channel = self._transactional
                 if channel is None or channel.is_closed:
                     channel = await connection.channel(publisher_confirms=False)
@@ -686,7 +728,7 @@ class AmqpTransport:
                 await exchange.publish(self._new(message), queue)
                 # x-max-length 1, overflow drop-head: the new mark pushes the old one out.
                 await exchange.publish(_mark_message(mark.encode()), MARK_PREFIX + name)
-                await channel.transaction().commit(timeout=self.timeout)
+                await channel.transaction().commit()
 
     # -- progress: RabbitMQ keeps no last value per job (capabilities.progress is False) --------
 
@@ -722,7 +764,7 @@ class AmqpTransport:
         """``DLQ.<queue>`` on a channel of its own: what is got on it and not acked goes back,
         in its order, when the channel closes. That is how dead letters are read, not taken."""
         connection = self._live()
-        with _mapped():
+        async with self._answered():
             channel = await connection.channel(publisher_confirms=False)
             try:
                 yield await channel.get_queue(self.dead_letter_queue(queue), ensure=False)
@@ -750,6 +792,11 @@ class _AmqpLeadership:
 
     async def publish(self, queue: str, message: Outgoing, mark: str) -> None:
         await self._transport._publish_marked(self._name, queue, message, mark)
+
+
+async def _close_quietly(connection: AbstractConnection) -> None:
+    with contextlib.suppress(Exception):
+        await connection.close()
 
 
 def _mark_message(body: bytes) -> aio_pika.Message:
