@@ -149,8 +149,8 @@ def test_after_the_clock_jumps_only_the_latest_missed_tick_is_sent() -> None:
     sent = datetime.datetime.fromtimestamp(math.floor(now[0]), UTC)
     now[0] += 600  # suspended for ten minutes
     upcoming = s._next(periodic, sent)
-    assert upcoming.timestamp() == math.floor(now[0])  # the latest tick, not 300 stale ones
-    assert s.skipped == 299  # the ticks of the last MAX_LATE seconds before it
+    assert upcoming.timestamp() == math.floor(now[0])  # the latest tick, not 600 stale ones
+    assert s.skipped == 599  # every other one since, counted
     now[0] += 0.5
     asyncio.run(s._fire(periodic, upcoming, unique=True))
     assert (s.sent, len(shared_broker(broker_name).messages("jumpy"))) == (1, 1)
@@ -168,14 +168,23 @@ def test_a_led_tick_carries_its_time_and_a_bad_or_missing_mark_starts_from_now()
     fresh = s._first_led(periodic, None)
     assert fresh == s._first_led(periodic, "not a tick") == periodic.timetable.next_after(s._now())
     assert fresh.timestamp() > now
-    # A mark ahead of this scheduler's clock (the last leader's clock ran ahead): never before it.
+    # A mark ahead of this scheduler's clock (the last leader's clock ran ahead a little):
+    # never before it...
     ahead = datetime.datetime.fromtimestamp(fresh.timestamp() + 120, UTC)
     assert s._first_led(periodic, str(round(ahead.timestamp() * 1000))).timestamp() == ahead.timestamp() + 60
+    # ...unless it is further ahead than MAX_LATE: one of the clocks is wrong, and trusting it
+    # would keep every scheduler silent until this clock got there (the mark is durable).
+    tomorrow = str(round((now + 86_400) * 1000))
+    assert s._first_led(periodic, tomorrow) == periodic.timetable.next_after(s._now())
     # A tick missed since the last one sent, less than MAX_LATE ago, is sent late.
     missed = datetime.datetime.fromtimestamp(math.floor(now / 60) * 60, UTC)
     behind = str(round((missed.timestamp() - 60) * 1000))
     assert s._first_led(periodic, behind) == missed
     assert s.skipped == 0
+    # Ticks missed for longer (no scheduler led for an hour) are counted as skipped.
+    an_hour_ago = str(round((missed.timestamp() - 3_600) * 1000))
+    assert s._first_led(periodic, an_hour_ago) == missed
+    assert s.skipped == 59
 
     async def lead_and_fire() -> None:
         transport = app.open_transport()
@@ -194,13 +203,14 @@ def test_a_led_tick_carries_its_time_and_a_bad_or_missing_mark_starts_from_now()
 
 
 def test_leadership_names_are_valid_queue_names_and_distinct() -> None:
-    assert leadership_name("tasks.report") == "scheduler.tasks.report"
+    assert leadership_name("tasks.report", "reports") == "scheduler.reports.tasks.report"
     odd = [
-        leadership_name("tasks.<locals>.report"),
-        leadership_name("tasks.{locals}.report"),
-        leadership_name("x" * 400),
+        leadership_name("tasks.<locals>.report", "reports"),
+        leadership_name("tasks.{locals}.report", "reports"),
+        leadership_name("x" * 400, "reports"),
+        leadership_name("x" * 400, "other"),  # the same job sent to another queue: another leadership
     ]
-    assert len(set(odd)) == 3
+    assert len(set(odd)) == 4
     assert all(QUEUE_NAME.fullmatch(name) for name in odd)
 
 

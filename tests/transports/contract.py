@@ -613,6 +613,9 @@ async def one_connection_at_a_time_leads_and_the_next_finds_the_last_mark(b: Bac
             await lead.publish(q, Outgoing(b"stale leader"), "9")
         successor = await taken(second, name)  # ...to the next that asks, with the last mark
         assert successor.mark == "2"
+        await first.connect()  # the same transport connected again holds nothing it held before
+        with pytest.raises(TransportClosed):
+            await lead.publish(q, Outgoing(b"stale leader"), "9")
         await second.consume(q, prefetch=10, lease=30)
         delivered = [await get(second), await get(second)]
         assert [d.body for d in delivered] == [b"tick-1", b"tick-2"]

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..transports.base import MAX_HOLD_FOR, check_queue_name
+from .envelope import MAX_ID
 
 #: Longest key a send may give (the job's name is put before it).
 MAX_KEY = 200
@@ -171,6 +172,8 @@ class SendOptions:
     unique_for: float | None = None
 
     def __post_init__(self) -> None:
+        if self.job_id is not None and not 0 < len(self.job_id) <= MAX_ID:
+            raise ValueError(f"job_id must be 1-{MAX_ID} characters long")
         if self.key is not None and not 0 < len(self.key) <= MAX_KEY:
             raise ValueError(f"key must be 1-{MAX_KEY} characters long")
         if self.unique_for is not None and not 0 <= self.unique_for <= MAX_HOLD_FOR:

@@ -65,6 +65,8 @@ MAX_LATE = 300.0
 RETRY_SECONDS = 1.0
 #: The shortest ``every=`` interval.
 MIN_EVERY = 1.0
+#: Missed ticks counted one by one before the count stops (a week of every=1 s is 604,800).
+MAX_COUNTED = 10_000
 #: Seconds between a standing-by scheduler's attempts to take a leadership (``amqp://``).
 STANDBY_SECONDS = 1.0
 
@@ -113,14 +115,15 @@ def tick_ms(tick: datetime.datetime) -> int:
     return round(tick.timestamp() * 1000)
 
 
-def leadership_name(job: str) -> str:
-    """The leadership of ``job``'s ticks: its name if that is a valid queue name, else a
-    readable part of it and a digest (two jobs never share one)."""
-    name = f"scheduler.{job}"
+def leadership_name(job: str, queue: str) -> str:
+    """The leadership of the ticks of ``job`` sent to ``queue`` (as unique keys are per queue,
+    two apps on one broker share a leadership only if they send the same job to the same
+    queue): readable if that makes a valid queue name, else a readable part and a digest."""
+    name = f"scheduler.{queue}.{job}"
     if QUEUE_NAME.fullmatch(name) and len(name) <= 180:
         return name
-    digest = hashlib.sha256(job.encode()).hexdigest()[:16]
-    return f"scheduler.{re.sub(r'[^A-Za-z0-9._:-]', '_', job)[-100:]}.{digest}"
+    digest = hashlib.sha256(f"{queue}\0{job}".encode()).hexdigest()[:16]
+    return f"scheduler.{queue[:60]}.{re.sub(r'[^A-Za-z0-9._:-]', '_', job)[-60:]}.{digest}"
 
 
 class Scheduler:
@@ -184,13 +187,21 @@ class Scheduler:
             transport = self.app.open_transport()
             try:
                 await transport.connect()
-                await self._lead_over(transport)
-            except TransportClosed as exc:
-                log.warning("scheduler: connection lost, and its leaderships with it (%s); reconnecting", exc)
             except TransportRefused:
-                raise  # a login or permission refused: asking again changes nothing
+                raise  # a refused login: asking again changes nothing
             except TransportError as exc:
-                log.warning("scheduler: %s; trying again", exc)
+                log.warning("scheduler: cannot reach the broker (%s); trying again", exc)
+            else:
+                try:
+                    await self._lead_over(transport)
+                except TransportClosed as exc:
+                    log.warning("scheduler: connection lost, its leaderships with it (%s); reconnecting", exc)
+                except TransportRefused as exc:
+                    # A permission, a mark queue declared otherwise: an operator can fix it
+                    # while this one waits (and the leaderships it held go to the others).
+                    log.error("scheduler: the broker refused (%s); trying again", exc)
+                except TransportError as exc:
+                    log.warning("scheduler: %s; trying again", exc)
             finally:
                 await transport.close()
             await self._sleep(RETRY_SECONDS)
@@ -207,7 +218,8 @@ class Scheduler:
         standing_by: set[Periodic] = set()
         while not self._stop.is_set():
             for periodic in [p for p in periodics if p not in leads]:
-                if (lead := await transport.lead(leadership_name(periodic.job.name))) is not None:
+                name = leadership_name(periodic.job.name, periodic.job.options.queue)
+                if (lead := await transport.lead(name)) is not None:
                     leads[periodic] = lead
                     upcoming[periodic] = first = self._first_led(periodic, lead.mark)
                     log.info("scheduler: leading %s, next at %s", periodic.describe(), first.isoformat())
@@ -234,27 +246,45 @@ class Scheduler:
     def _first_led(self, periodic: Periodic, mark: str | None) -> datetime.datetime:
         """The first tick to send on taking over: after the last one sent (the mark), or,
         if none ever was, after now."""
+        now = self._now()
         if mark is not None:
             try:
-                return self._next(periodic, datetime.datetime.fromtimestamp(int(mark) / 1000, datetime.UTC))
+                last = datetime.datetime.fromtimestamp(int(mark) / 1000, datetime.UTC)
             except (ValueError, OverflowError, OSError):
                 log.warning("scheduler: %s: ignoring a bad mark %r", periodic.job.name, mark[:40])
-        return periodic.timetable.next_after(self._now())
+            else:
+                if last <= now + _LATE:
+                    return self._next(periodic, last)
+                # Sent by a leader whose clock ran ahead: trusted, it would keep every
+                # scheduler from sending until this clock reached it (the mark is durable).
+                log.warning(
+                    "scheduler: %s: the last tick sent, %s, is ahead of this host's clock by more "
+                    "than %g s (one of the clocks is wrong); going on from now",
+                    periodic.job.name, last.isoformat(), MAX_LATE,
+                )  # fmt: skip
+        return periodic.timetable.next_after(now)
 
     def _next(self, periodic: Periodic, sent: datetime.datetime) -> datetime.datetime:
-        """The tick to send after ``sent``: the next one, or, when several have passed since
-        (a suspended host, a clock step), only the latest of them."""
+        """The tick to send after ``sent``: the next one; or, when several have passed since
+        (a suspended host, a clock step, no scheduler leading), the latest of them if it is
+        at most :data:`MAX_LATE` late, every other one counted and logged as skipped."""
         now = self._now()
-        tick = periodic.timetable.next_after(max(sent, now - _LATE))
-        passed = 0
-        while (after := periodic.timetable.next_after(tick)) <= now:
+        timetable = periodic.timetable
+        tick, passed = timetable.next_after(sent), 0
+        floor = now - _LATE
+        while tick < floor and passed < MAX_COUNTED:  # too late to send: counted, not sent
+            tick, passed = timetable.next_after(tick), passed + 1
+        if tick < floor:  # more than that: counted no further
+            tick = timetable.next_after(floor)
+        while (after := timetable.next_after(tick)) <= now:  # only the latest is sent
             tick, passed = after, passed + 1
         if passed:
             self.skipped += passed
             log.warning(
-                "scheduler: %s: %d tick(s) passed unsent (a suspended host, a clock that moved, "
-                "or no scheduler leading it); sending only the latest, %s",
-                periodic.job.name, passed, tick.isoformat(),
+                "scheduler: %s: %s tick(s) passed unsent (a suspended host, a clock that moved, "
+                "or no scheduler leading it); %s %s",
+                periodic.job.name, f"{passed}+" if passed >= MAX_COUNTED else passed,
+                "sending the latest," if tick <= now else "the next is", tick.isoformat(),
             )  # fmt: skip
         return tick
 

@@ -739,12 +739,11 @@ class Worker:
                 if envelope.unique and transport.capabilities.unique
                 else None
             )
-            retry = Outgoing(
-                envelope.next_attempt(record).encode(), headers, delay=delay, priority=priority, unique=unique
-            )
             try:
+                body = envelope.next_attempt(record).encode()
+                retry = Outgoing(body, headers, delay=delay, priority=priority, unique=unique)
                 await transport.settle(delivery, [(delivery.queue, retry)])
-            except Unsupported as exc:  # too large with its error record: kept as it came
+            except (Unsupported, TypeError, ValueError) as exc:  # too large, or a float JSON cannot carry
                 await self._unrecordable(transport, delivery, envelope, "its retry", exc)
                 return
             for m in self.app.middleware:
@@ -756,22 +755,19 @@ class Worker:
                 extra=fields,
             )  # fmt: skip
             return
-        failed = Outgoing(
-            envelope.failed(record).encode(),
-            {
-                **headers,
-                "x-dead-letter-reason": "failed",
-                "x-dead-letter-queue": delivery.queue,
-                "x-dead-letter-time": str(record["at"]),
-                "x-dead-letter-deliveries": str(delivery.delivery_count),
-            },
-            priority=priority,
-        )
+        dead = {
+            **headers,
+            "x-dead-letter-reason": "failed",
+            "x-dead-letter-queue": delivery.queue,
+            "x-dead-letter-time": str(record["at"]),
+            "x-dead-letter-deliveries": str(delivery.delivery_count),
+        }
         outcome = {"error": record["type"], "message": record["message"][:500]}
         report = member_report(envelope, "failed", outcome)
         try:
+            failed = Outgoing(envelope.failed(record).encode(), dead, priority=priority)
             await transport.settle(delivery, [(transport.dead_letter_queue(delivery.queue), failed)], report)
-        except Unsupported as exc:
+        except (Unsupported, TypeError, ValueError) as exc:
             await self._unrecordable(transport, delivery, envelope, "its failed-job record", exc)
             return
         for m in self.app.middleware:
@@ -783,12 +779,13 @@ class Worker:
         )  # fmt: skip
 
     async def _unrecordable(
-        self, transport: Transport, delivery: Delivery, envelope: Envelope, what: str, why: Unsupported
+        self, transport: Transport, delivery: Delivery, envelope: Envelope, what: str, why: Exception
     ) -> None:
-        """An attempt whose follow-up (``what``: its retry, failed record or next step) the
-        transport cannot take (too large): the message goes to the dead-letter queue as it
-        came, with the reason, rather than round again (a retry that cannot be sent is no
-        retry; a step that ran again would make the same result)."""
+        """An attempt whose follow-up (``what``: its retry, failed record or next step) cannot
+        be sent (too large for the transport, or holding a float JSON cannot carry): the
+        message goes to the dead-letter queue as it came, with the reason, rather than round
+        again (a retry that cannot be sent is no retry; a step that ran again would make the
+        same result)."""
         log.error(
             "job=%s id=%s outcome=failed: %s cannot be sent (%s); the message goes to the "
             "dead-letter queue as it came",

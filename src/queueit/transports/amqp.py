@@ -706,12 +706,16 @@ class AmqpTransport:
             finally:
                 await channel.close()
         mark = None if found is None else found.body.decode("utf-8", "replace")[:MAX_MARK]
-        return _AmqpLeadership(self, name, mark)
+        return _AmqpLeadership(self, connection, name, mark)
 
-    async def _publish_marked(self, name: str, queue: str, message: Outgoing, mark: str) -> None:
+    async def _publish_marked(
+        self, held_by: AbstractConnection, name: str, queue: str, message: Outgoing, mark: str
+    ) -> None:
         """A leader's publish and its mark in one transaction (see :class:`_AmqpLeadership`)."""
         check_led_publish(self._capabilities, message, mark)
         check_queue_name(queue)
+        if self._live() is not held_by:  # connected again since: another may lead now
+            raise TransportClosed(f"the leadership {name!r} went with the connection that held it")
         # Declared every time: an unroutable publish in a transaction is dropped unseen (no
         # confirms), and the mark would move on without its message. Leaders publish rarely.
         self._declared.discard(queue)
@@ -783,15 +787,17 @@ class _AmqpLeadership:
     neither. A RabbitMQ node failing in the middle of a commit could still part them.
     """
 
-    def __init__(self, transport: AmqpTransport, name: str, mark: str | None) -> None:
-        self._transport, self._name, self._mark = transport, name, mark
+    def __init__(
+        self, transport: AmqpTransport, connection: AbstractConnection, name: str, mark: str | None
+    ) -> None:
+        self._transport, self._connection, self._name, self._mark = transport, connection, name, mark
 
     @property
     def mark(self) -> str | None:
         return self._mark
 
     async def publish(self, queue: str, message: Outgoing, mark: str) -> None:
-        await self._transport._publish_marked(self._name, queue, message, mark)
+        await self._transport._publish_marked(self._connection, self._name, queue, message, mark)
 
 
 async def _close_quietly(connection: AbstractConnection) -> None:

@@ -283,6 +283,7 @@ class MemoryTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._woken: asyncio.Event | None = None
         self._open = False
+        self.connections = 0  # connect() calls: a leadership belongs to one of them
 
     @property
     def capabilities(self) -> Capabilities:
@@ -292,6 +293,7 @@ class MemoryTransport:
         self._loop = asyncio.get_running_loop()
         self._woken = asyncio.Event()
         self._open = True
+        self.connections += 1
 
     async def close(self) -> None:
         with self.broker._lock:
@@ -570,6 +572,7 @@ class MemoryLeadership:
 
     def __init__(self, transport: MemoryTransport, name: str, mark: str | None) -> None:
         self._transport, self._name, self._mark = transport, name, mark
+        self._connection = transport.connections
 
     @property
     def mark(self) -> str | None:
@@ -579,7 +582,7 @@ class MemoryLeadership:
         t = self._transport
         check_led_publish(t.capabilities, message, mark)
         with t.broker._lock:
-            if not t._open or t.broker.leaders.get(self._name) is not t:
+            if not t._open or t.connections != self._connection or t.broker.leaders.get(self._name) is not t:
                 raise TransportClosed(f"the leadership {self._name!r} went with its connection")
             t._put(queue, message)
             t.broker.marks[self._name] = mark
