@@ -139,3 +139,11 @@ def start_scheduler(env: dict[str, str], log_path: Path) -> subprocess.Popen[byt
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+def stop_all(processes: list[subprocess.Popen[bytes]]) -> list[int]:
+    """SIGTERM to each process still running; their exit codes."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    return [process.wait(15) for process in processes]

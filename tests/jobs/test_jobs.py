@@ -758,16 +758,22 @@ def test_an_invalid_message_whose_dead_lettering_is_refused_is_handed_back_not_h
     assert (body, headers["x-dead-letter-reason"]) == (b"not json", "invalid")
 
 
+class SmallMessages(MemoryTransport):
+    """``memory://`` with a 2,000-byte message limit, as a broker configured low has."""
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return dataclasses.replace(super().capabilities, max_message_bytes=2_000)
+
+
+def small_messages_app(name: str) -> App:
+    return App(f"memory://{name}", transport_factory=lambda: SmallMessages(shared_broker(name)))
+
+
 def test_a_failure_too_large_to_record_goes_to_the_dead_letters_as_it_came() -> None:
     name = "small-messages"
     runs: list[int] = []
-
-    class SmallMessages(MemoryTransport):
-        @property
-        def capabilities(self) -> Capabilities:
-            return dataclasses.replace(super().capabilities, max_message_bytes=2_000)
-
-    app = App(f"memory://{name}", transport_factory=lambda: SmallMessages(shared_broker(name)))
+    app = small_messages_app(name)
 
     @app.job(queue="q", retries=3)
     def big(text: str) -> None:
@@ -787,13 +793,7 @@ def test_a_failure_too_large_to_record_goes_to_the_dead_letters_as_it_came() -> 
 def test_a_pipeline_step_whose_result_is_too_large_to_send_on_goes_to_the_dead_letters() -> None:
     name = "small-steps"
     runs: list[int] = []
-
-    class SmallMessages(MemoryTransport):
-        @property
-        def capabilities(self) -> Capabilities:
-            return dataclasses.replace(super().capabilities, max_message_bytes=2_000)
-
-    app = App(f"memory://{name}", transport_factory=lambda: SmallMessages(shared_broker(name)))
+    app = small_messages_app(name)
 
     @app.job(queue="q")
     def render(n: int) -> str:

@@ -18,7 +18,7 @@ import pytest
 from ..conftest import wait_until
 from ..rabbitmq import RabbitNode
 from . import sample_app as jobs
-from .conftest import REPO, Ledger, Sender, WorkerProcess, start_scheduler
+from .conftest import REPO, Ledger, Sender, WorkerProcess, start_scheduler, stop_all
 
 StartWorker = Callable[..., WorkerProcess]
 
@@ -100,10 +100,7 @@ def test_schedulers_on_rabbitmq_fire_each_tick_once_and_one_takes_over_from_a_ki
         wait_until(lambda: leading() == [0, 1], "the other scheduler to take over", timeout=30)
         ledger.wait_for(lambda ld: len(ld.of("tick")) >= ran + 3, "three ticks after the takeover")
     finally:
-        for process in schedulers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes = [process.wait(15) for process in schedulers]
+        codes = stop_all(schedulers)
     texts = [path.read_text() for path in logs]
     assert codes[survivor] == 0, texts[survivor]
     assert "Traceback" not in "".join(texts), texts

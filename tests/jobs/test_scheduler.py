@@ -6,7 +6,6 @@ import asyncio
 import datetime
 import json
 import math
-import signal
 import subprocess
 import sys
 import time
@@ -25,7 +24,7 @@ from queueit.transports.base import QUEUE_NAME
 from queueit.transports.memory import shared_broker
 
 from ..rabbitmq import RabbitNode
-from .conftest import REPO, Ledger, WorkerProcess, start_scheduler
+from .conftest import REPO, Ledger, WorkerProcess, start_scheduler, stop_all
 
 UTC = datetime.UTC
 
@@ -284,10 +283,7 @@ def test_two_scheduler_processes_fire_each_tick_once_and_a_worker_runs_it(
         ran = len(ledger.of("tick"))
         ledger.wait_for(lambda ld: len(ld.of("tick")) >= ran + 2, "two more ticks with one scheduler")
     finally:
-        for process in schedulers:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        codes = [process.wait(15) for process in schedulers]
+        codes = stop_all(schedulers)
     assert codes[1] == 0, logs[1].read_text()
     for path in logs:
         assert "Traceback" not in path.read_text(), path.read_text()
