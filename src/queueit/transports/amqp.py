@@ -656,7 +656,7 @@ class AmqpTransport:
         await self._declare(queue)  # a queue never used has no dead letters (not a 404)
         found: list[StoredMessage] = []
         async with self._reader(queue) as dlq:
-            while len(found) < limit and (message := await dlq.get(no_ack=False, fail=False)) is not None:
+            while len(found) < limit and (message := await self._get(dlq)) is not None:
                 found.append(_stored(message, queue))
         return found
 
@@ -752,7 +752,7 @@ class AmqpTransport:
             # again meanwhile is not in the batch, so it is not moved twice. (Not bounded by the
             # queue's message count: RabbitMQ updates it after the messages a reader gave back.)
             batch: list[AbstractIncomingMessage] = []
-            while len(batch) < MAX_SCAN and (message := await dlq.get(no_ack=False, fail=False)) is not None:
+            while len(batch) < MAX_SCAN and (message := await self._get(dlq)) is not None:
                 batch.append(message)
             for message in batch:
                 if message_id is not None and message.message_id != message_id:
@@ -770,11 +770,20 @@ class AmqpTransport:
         connection = self._live()
         async with self._answered():
             channel = await connection.channel(publisher_confirms=False)
-            try:
-                yield await channel.get_queue(self.dead_letter_queue(queue), ensure=False)
-            finally:
-                if not channel.is_closed:
-                    await channel.close()
+            dlq = await channel.get_queue(self.dead_letter_queue(queue), ensure=False)
+        try:
+            with _mapped():  # not bounded as a whole: a reader may look at 100,000 messages
+                yield dlq
+        finally:
+            if not channel.is_closed:
+                with contextlib.suppress(TransportError):  # unacked ones go back with it anyway
+                    async with self._answered():
+                        await channel.close()
+
+    async def _get(self, dlq: AbstractQueue) -> AbstractIncomingMessage | None:
+        """The next message of ``dlq`` (a reader's), left unacked; None when there is none."""
+        async with self._answered():
+            return await dlq.get(no_ack=False, fail=False)
 
 
 class _AmqpLeadership:
