@@ -292,3 +292,20 @@ def test_a_dead_letter_queue_deleted_behind_the_transports_back_is_declared_agai
             assert (dead.body, dead.reason) == (b"bad", "invalid")
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
+
+
+def test_a_redrive_longer_than_the_timeout_is_bounded_per_call_not_as_a_whole(rabbitmq: RabbitNode) -> None:
+    # Each call to RabbitMQ is bounded (a resource alarm); a redrive makes thousands of them.
+    async def scenario() -> None:
+        q = fresh()
+        async with Backend("short", lambda: AmqpTransport(rabbitmq.url, timeout=2)).open() as t:
+            for i in range(4_000):
+                await t.publish(t.dead_letter_queue(q), Outgoing(str(i).encode()))
+            started = time.monotonic()
+            assert await t.redrive(q, None) == 4_000
+            took = time.monotonic() - started
+            bodies = await drain(t, q, settle=1.0)  # type: ignore[arg-type]
+        assert sorted(map(int, bodies)) == list(range(4_000))
+        assert took > 2, f"the redrive took {took:.1f} s: too quick to show anything"
+
+    asyncio.run(asyncio.wait_for(scenario(), 300))
