@@ -37,6 +37,7 @@ from queueit.jobs import (
 from queueit.jobs import failed as failed_jobs
 from queueit.jobs import worker as worker_module
 from queueit.jobs.arguments import convert
+from queueit.jobs.definitions import BatchJob
 from queueit.jobs.envelope import Plain, decode
 from queueit.jobs.failed import FailedJob, list_failed
 from queueit.jobs.testing import JobTester
@@ -1248,6 +1249,21 @@ def test_a_pipelines_next_steps_go_through_the_enqueue_hooks_and_a_hook_can_stop
     assert isinstance(kept, Envelope)
     assert kept.id == failed.id
     assert "no shows over 10" in json.dumps(kept.errors)
+
+
+def test_a_worker_keeps_no_batch_of_a_connection_it_reconnected_from() -> None:
+    app = make_app()
+
+    @app.batch(queue="bulk", size=10, wait=1.0)
+    def bulk(items: list[int]) -> None: ...
+
+    worker = Worker(app, WorkerSettings())
+    handler = app.handlers[bulk.name]
+    assert isinstance(handler, BatchJob)
+    before, after = app.open_transport(), app.open_transport()  # a connection, then its successor
+    worker._batch_of(before, handler)
+    worker._batch_of(after, handler)
+    assert [b.transport for b in worker._batches.values()] == [after]
 
 
 def test_a_batch_job_takes_up_to_size_items_or_what_arrived_within_wait() -> None:

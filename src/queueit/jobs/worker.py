@@ -470,6 +470,11 @@ class Worker:
         key = (id(transport), handler.name)
         batch = self._batches.get(key)
         if batch is None:
+            # Batches of connections gone since (a reconnect) are empty once flushed: dropped,
+            # or each reconnect would keep one, and its dead transport, for good.
+            gone = [k for k, b in self._batches.items() if b.transport is not transport and not b.entries]
+            for old in gone:
+                del self._batches[old]
             batch = self._batches[key] = _Batch(self, transport, handler)
         return batch
 
