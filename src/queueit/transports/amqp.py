@@ -56,6 +56,7 @@ from .base import (
     check_led_publish,
     check_outgoing,
     check_progress,
+    check_publish,
     check_queue_name,
     listener_queue,
 )
@@ -260,11 +261,7 @@ class AmqpTransport:
         self._closing = True
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
-            # RabbitMQ gives unsettled deliveries back, redelivered. Bounded: a blocked
-            # connection (a resource alarm) never answers the close.
-            with contextlib.suppress(err.AMQPError, err.ChannelInvalidStateError, OSError, TimeoutError):
-                async with asyncio.timeout(self.timeout):
-                    await connection.close()
+            await _close_within(connection, self.timeout)  # unsettled deliveries go back
 
     def _on_connection_closed(self, _: object, exc: BaseException | None) -> None:
         self._lost_with(f"connection to RabbitMQ lost: {exc or 'closed'}")
@@ -316,7 +313,7 @@ class AmqpTransport:
         self._lost_with(reason)
         connection, self._connection = self._connection, None
         if connection is not None and not connection.is_closed:
-            self._closing_lost = asyncio.ensure_future(_close_quietly(connection))
+            self._closing_lost = asyncio.ensure_future(_close_within(connection, self.timeout))
 
     async def _channel(self) -> AbstractChannel:
         """The publishing channel, opened again if RabbitMQ closed it (a refused declare does)."""
@@ -588,9 +585,7 @@ class AmqpTransport:
             raise Unsupported("this transport has no groups; a member report cannot be counted")
         # Publish (each confirmed), then ack: never lost, a duplicate if the connection drops
         # in between. Not tx.select: RabbitMQ's transactions are not atomic (capabilities_for).
-        for queue, message in publish:
-            check_outgoing(self._capabilities, message)
-            check_queue_name(queue)
+        check_publish(self._capabilities, publish)
         _token(delivery)
         for queue, message in publish:
             await self._put(queue, self._new(message), message.delay)
@@ -809,9 +804,12 @@ class _AmqpLeadership:
         await self._transport._publish_marked(self._connection, self._name, queue, message, mark)
 
 
-async def _close_quietly(connection: AbstractConnection) -> None:
-    with contextlib.suppress(Exception):
-        await connection.close()
+async def _close_within(connection: AbstractConnection, timeout: float) -> None:
+    """Close ``connection``, waiting at most ``timeout``: a blocked connection (a resource
+    alarm) never answers the close. Its failures are of no use to anyone closing it."""
+    with contextlib.suppress(err.AMQPError, err.ChannelInvalidStateError, OSError, TimeoutError):
+        async with asyncio.timeout(timeout):
+            await connection.close()
 
 
 def _mark_message(body: bytes) -> aio_pika.Message:

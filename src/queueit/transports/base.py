@@ -310,6 +310,19 @@ def check_outgoing(capabilities: Capabilities, message: Outgoing) -> None:
         raise Unsupported(f"a message body of {len(message.body)} bytes is over this transport's {limit}")
 
 
+def check_publish(capabilities: Capabilities, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    """Refuse, before any of them is sent, (queue, message) pairs a step would publish (a
+    settle, a group): a step is all or nothing, so nothing of it may fail half-way.
+
+    Raises:
+        ValueError: a bad queue name.
+        Unsupported: what :func:`check_outgoing` refuses.
+    """
+    for queue, message in publish:
+        check_queue_name(queue)
+        check_outgoing(capabilities, message)
+
+
 class BlockingPublisher(Protocol):
     """:meth:`Transport.publish` for sync code: a blocking connection that belongs to the
     thread that made it (see :meth:`Transport.blocking_publisher`)."""
@@ -563,6 +576,7 @@ __all__ = [
     "check_led_publish",
     "check_outgoing",
     "check_progress",
+    "check_publish",
     "check_queue_name",
     "listener_queue",
 ]

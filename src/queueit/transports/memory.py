@@ -39,6 +39,7 @@ from .base import (
     check_led_publish,
     check_outgoing,
     check_progress,
+    check_publish,
     check_queue_name,
     listener_queue,
 )
@@ -437,7 +438,7 @@ class MemoryTransport:
         publish: Sequence[tuple[str, Outgoing]],
         report: MemberReport | None = None,
     ) -> None:
-        self._check_all(publish)
+        check_publish(self.capabilities, publish)
         with self.broker._lock:  # one step under the lock: atomic
             self.broker.left(*self.broker.settle(self, self._token(delivery)))
             for queue, message in publish:
@@ -445,12 +446,6 @@ class MemoryTransport:
             if report is not None:
                 self._report(report)
         self.wake()
-
-    def _check_all(self, publish: Sequence[tuple[str, Outgoing]]) -> None:
-        """Refuse what cannot be published before anything is: a step is atomic."""
-        for queue, message in publish:
-            check_queue_name(queue)
-            check_outgoing(self.capabilities, message)
 
     async def send_group(
         self,
@@ -462,7 +457,7 @@ class MemoryTransport:
         self._check_open()
         check_group(self.capabilities, group_id, len(members), callback)
         check_queue_name(callback_queue)
-        self._check_all(members)
+        check_publish(self.capabilities, members)
         with self.broker._lock:
             if group_id in self.broker.groups:
                 raise TransportRefused(f"group {group_id!r} is open already; use a new group id")

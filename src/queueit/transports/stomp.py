@@ -44,6 +44,7 @@ from .base import (
     check_leadership,
     check_outgoing,
     check_progress,
+    check_publish,
     check_queue_name,
     listener_queue,
 )
@@ -299,7 +300,7 @@ class QueueitTransport:
         publish: Sequence[tuple[str, Outgoing]],
         report: MemberReport | None = None,
     ) -> None:
-        _check_all(publish)
+        check_publish(CAPABILITIES, publish)  # before a transaction opens (see _or_abort)
         if not publish and report is None:
             await self.ack(delivery)
             return
@@ -347,7 +348,7 @@ class QueueitTransport:
         callback: Outgoing,
     ) -> None:
         check_group(CAPABILITIES, group_id, len(members), callback)
-        _check_all(members)
+        check_publish(CAPABILITIES, members)
         opening = {
             **_headers(callback),
             "group-id": group_id,
@@ -512,13 +513,6 @@ def _released_group(body: bytes) -> tuple[bytes, GroupOutcome]:
         return str(document["body"]).encode(), GroupOutcome(str(document["group"]), members)
     except (ValueError, KeyError, TypeError) as exc:
         raise TransportError(f"a released group's body is malformed ({exc})") from None
-
-
-def _check_all(publish: Sequence[tuple[str, Outgoing]]) -> None:
-    """Refuse what cannot be sent before a transaction opens (see ``_or_abort``)."""
-    for queue, outgoing in publish:
-        check_queue_name(queue)
-        check_outgoing(CAPABILITIES, outgoing)
 
 
 def _headers(message: Outgoing) -> dict[str, str]:
