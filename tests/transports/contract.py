@@ -29,6 +29,7 @@ from queueit.transports import (
     Unique,
     Unsupported,
 )
+from queueit.transports.base import MAX_PUBLISH_MANY, MAX_PUBLISH_MANY_BYTES
 
 
 @dataclass
@@ -289,6 +290,59 @@ async def a_settle_refused_before_sending_sends_nothing_and_leaves_the_delivery_
         await nothing(t)
         await t.consume(retry, prefetch=5, lease=30)
         assert (await get(t)).body == b"attempt-2"
+        await nothing(t)
+
+
+@scenario
+async def publish_many_puts_every_message_on_its_queue(b: Backend) -> None:
+    q, other, later = fresh(), fresh("other"), fresh("later")
+    async with b.open() as t:
+        await t.publish_many([])  # nothing to do
+        many = [(q, Outgoing(b"%d" % i, {"n": str(i)})) for i in range(2_000)]
+        await t.publish_many([*many, (other, Outgoing(b"elsewhere")), (later, Outgoing(b"late", delay=0.5))])
+        sent = time.monotonic()
+        await t.consume(q, prefetch=100, lease=30)
+        got = []
+        for _ in range(2_000):
+            d = await get(t)
+            got.append(d.body)
+            assert d.headers["n"] == d.body.decode()
+            await t.ack(d)
+        await nothing(t)
+        # Order holds except across redeliveries, which none of these had.
+        assert got == [b"%d" % i for i in range(2_000)]
+    async with b.open() as t:
+        await t.consume(other, prefetch=5, lease=30)
+        assert (await get(t)).body == b"elsewhere"
+        await t.consume(later, prefetch=5, lease=30)
+        assert (await get(t)).body == b"late"
+        assert time.monotonic() - sent >= 0.45
+
+
+@scenario
+async def publish_many_refuses_before_sending_any(b: Backend) -> None:
+    q = fresh()
+    good = (q, Outgoing(b"never"))
+    async with b.open() as t:
+        for _ in range(20):  # more than a connection's open transactions (16 on queueit://)
+            with pytest.raises(ValueError, match="bad queue name"):
+                await t.publish_many([good, ("bad name!", Outgoing(b"never"))])
+        with pytest.raises(ValueError, match="at most 10000 messages"):
+            await t.publish_many([good] * (MAX_PUBLISH_MANY + 1))
+        big = (q, Outgoing(b"x" * (MAX_PUBLISH_MANY_BYTES // 8 + 1)))
+        with pytest.raises(ValueError, match="bytes"):
+            await t.publish_many([big] * 8)
+        with pytest.raises(Unsupported, match="unique key"):
+            await t.publish_many([good, (q, Outgoing(b"never", unique=Unique("k")))])
+        if t.capabilities.priority:
+            with pytest.raises(ValueError, match="priority"):
+                Outgoing(b"", priority=10)
+        else:
+            with pytest.raises(Unsupported):
+                await t.publish_many([good, (q, Outgoing(b"never", priority=9))])
+        await t.publish_many([(q, Outgoing(b"sent"))])  # the connection is fine
+        await t.consume(q, prefetch=5, lease=30)
+        assert (await get(t)).body == b"sent"
         await nothing(t)
 
 

@@ -16,6 +16,7 @@ publisher belongs to the thread that made it (and is closed when that thread end
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -23,7 +24,7 @@ import re
 import threading
 import time
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from ..transports import (
@@ -32,18 +33,19 @@ from ..transports import (
     Outgoing,
     Transport,
     TransportClosed,
+    TransportError,
     Unique,
     Unsupported,
     open_transport,
 )
-from ..transports.base import listener_queue
+from ..transports.base import MAX_PUBLISH_MANY, listener_queue
 from .arguments import to_json_value
 from .context import Progress
 from .cron import Cron
 from .definitions import BatchJob, Handler, Job, Listener, Queue, QueueHandler
 from .envelope import MAX_JOB_NAME, Envelope
 from .middleware import Middleware
-from .options import JobOptions, Retry, SendOptions
+from .options import PLAIN_SEND, JobOptions, Retry, SendOptions
 from .scheduler import Every, Periodic
 from .workflows import Group, Pipeline, Step
 
@@ -53,6 +55,8 @@ T = TypeVar("T")
 log = logging.getLogger("queueit.jobs")
 
 DEFAULT_URL = "queueit://127.0.0.1:61613"
+#: The most runs one :meth:`App.send_many` (or a batch job's ``send_many``) queues.
+MAX_SEND_MANY = MAX_PUBLISH_MANY
 
 
 class JobDecorator(Protocol):
@@ -363,6 +367,63 @@ class App:
             self.check_step(step, "group member", fed=False)
         return Group(self, members)
 
+    def send_many(self, steps: Iterable[Step]) -> list[str]:
+        """Queue many runs in one broker step::
+
+            ids = app.send_many(resize.s(path, width=200) for path in paths)
+
+        Returns their job ids, in order, once the broker holds every one of them. On
+        ``queueit://`` and ``memory://`` the step is atomic (on queueit's broker, one journal
+        write): after an error, none of the runs was queued. On ``amqp://`` each is confirmed
+        on its own, all in flight together: after an error, some may have been. At most
+        :data:`MAX_SEND_MANY` runs, and 32 MiB of messages, per call: split a longer list.
+
+        Raises:
+            ValueError: a step names no job of this app (or a batch job: use its own
+                ``send_many``), a job with ``unique`` (send those one by one: whether a key
+                kept a run out is answered per send), or too many steps.
+            TypeError: a step's arguments do not fit its job, or are not JSON values.
+            TransportError: the broker is unreachable or refused.
+        """
+        return self.portal_call(self.asend_many(steps))
+
+    async def asend_many(self, steps: Iterable[Step]) -> list[str]:
+        """:meth:`send_many` for async code."""
+        return await self.publish_many(self._run_of(step) for step in steps)
+
+    def _run_of(self, step: Step) -> tuple[Envelope, JobOptions]:
+        handler = self.handlers.get(step.job)
+        if not isinstance(handler, Job):
+            batch = isinstance(handler, BatchJob)
+            what = "a batch job (use its send_many)" if batch else "no job of this app"
+            raise ValueError(f"send_many: {step.job!r} is {what}")
+        envelope = handler.envelope(step.args, dict(step.kwargs), SendOptions(queue=step.queue))
+        if envelope.unique:
+            raise ValueError(
+                f"send_many: job {step.job!r} keeps duplicates out (unique); send its runs one by one"
+            )
+        return envelope, handler.options
+
+    async def publish_many(self, runs: Iterable[tuple[Envelope, JobOptions]]) -> list[str]:
+        """Publish ``runs`` (envelopes, each with its job's options; at most
+        :data:`MAX_SEND_MANY`) in one transport step, between the enqueue hooks, reconnecting
+        once; their job ids. Each is encoded, and so checked, before the first hook runs.
+
+        Raises:
+            ValueError: more than :data:`MAX_SEND_MANY` runs (not read further than that).
+        """
+        envelopes: list[Envelope] = []
+        publish: list[tuple[str, Outgoing]] = []
+        for envelope, job in runs:
+            if len(envelopes) == MAX_SEND_MANY:
+                raise ValueError(f"send at most {MAX_SEND_MANY:,} runs at once; split the list")
+            envelopes.append(envelope)
+            publish.append((envelope.queue, self._outgoing(envelope, PLAIN_SEND, job)))
+        for envelope in envelopes:
+            self._before_enqueue(envelope)
+        await self._produce(lambda t: t.publish_many(publish))
+        return [self._after_enqueue(envelope, None) for envelope in envelopes]
+
     async def send_group(
         self, group_id: str, members: Sequence[tuple[str, Outgoing]], callback_queue: str, callback: Outgoing
     ) -> None:
@@ -507,14 +568,18 @@ class App:
             try:
                 return await step(transport)
             except TransportClosed:
-                self._forget_producer(transport)
+                if self._forget_producer(transport):
+                    # Closed by the one send that forgets it, or its socket lingers till collected.
+                    with contextlib.suppress(TransportError, OSError):
+                        await transport.close()
                 if attempt == 2:
                     raise
         raise AssertionError("unreachable: the second attempt returns or raises")
 
-    def _forget_producer(self, transport: Transport) -> None:
-        """Forget ``transport`` as this loop's producer if it still is: sends that lost it
-        together forget it once, and none forgets the new one another send is opening."""
+    def _forget_producer(self, transport: Transport) -> bool:
+        """Forget ``transport`` as this loop's producer if it still is (and say so): sends
+        that lost it together forget it once, and none forgets the new one another send is
+        opening."""
         loop = asyncio.get_running_loop()
         future = self._producers.get(loop)
         if (
@@ -525,6 +590,8 @@ class App:
             and future.result() is transport
         ):
             del self._producers[loop]
+            return True
+        return False
 
     async def _producer(self) -> Transport:
         loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ import hashlib
 import inspect
 import json
 import typing
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, ParamSpec, Protocol, TypeVar
 
 from ..transports.base import MAX_UNIQUE_KEY, check_queue_name
@@ -414,6 +414,14 @@ class BatchJob(_Function, Generic[T, R]):
 
     async def asend(self, item: T) -> str:
         return await self.app.apublish_envelope(self._envelope(item), SendOptions(), self._options)
+
+    def send_many(self, items: Iterable[T]) -> list[str]:
+        """Queue many items in one broker step (see :meth:`App.send_many`, atomic on
+        ``queueit://`` and ``memory://``); their job ids, once the broker holds them all."""
+        return self.app.portal_call(self.asend_many(items))
+
+    async def asend_many(self, items: Iterable[T]) -> list[str]:
+        return await self.app.publish_many((self._envelope(item), self._options) for item in items)
 
     def _envelope(self, item: T) -> Envelope:
         value = to_json_value(item)

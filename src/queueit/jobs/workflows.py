@@ -200,13 +200,13 @@ class Group:
             _envelope(step, {"group": {"id": group_id, "member": i}} if self.callback else None)
             for i, step in enumerate(self.members)
         ]
-        members = [(e.queue, _outgoing(e)) for e in envelopes]
-        if self.callback is None:
-            for envelope, (queue, message) in zip(envelopes, members, strict=True):
-                self.app._before_enqueue(envelope)
-                await self.app.publish(queue, message)
-                self.app._after_enqueue(envelope, None)
+        if self.callback is None:  # members alone: one broker step, atomic where the transport's is
+            handlers = self.app.handlers
+            await self.app.publish_many(
+                (e, handlers[step.job].options) for e, step in zip(envelopes, self.members, strict=True)
+            )
             return group_id
+        members = [(e.queue, _outgoing(e)) for e in envelopes]
         if not self.app.capabilities.groups:
             raise Unsupported(
                 "this app's transport cannot hold a group's callback; use queueit:// or memory://"

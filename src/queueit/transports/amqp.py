@@ -57,6 +57,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_publish,
+    check_publish_many,
     check_queue_name,
     listener_queue,
 )
@@ -401,6 +402,22 @@ class AmqpTransport:
         check_queue_name(queue)
         await self._put(queue, self._new(message), message.delay)
         return None
+
+    async def publish_many(self, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        # Not atomic (RabbitMQ's transactions are not: capabilities_for): each message is
+        # confirmed on its own, all of them in flight at once. The queues and delay queues
+        # are declared first, one at a time, so that the publishes find them declared.
+        check_publish_many(self._capabilities, publish)
+        for queue in dict.fromkeys(queue for queue, _ in publish):
+            await self._declare(queue)
+        for bucket in dict.fromkeys(delay_bucket(m.delay) for _, m in publish if m.delay > 0):
+            await self._declare_delay("", bucket)
+        puts = [asyncio.ensure_future(self._put(q, self._new(m), m.delay)) for q, m in publish]
+        try:
+            await asyncio.gather(*puts)
+        finally:
+            for put in puts:  # after the first error, the rest are not waited for
+                put.cancel()
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
         check_outgoing(self._capabilities, message)

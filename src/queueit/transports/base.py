@@ -323,6 +323,31 @@ def check_publish(capabilities: Capabilities, publish: Sequence[tuple[str, Outgo
         check_outgoing(capabilities, message)
 
 
+#: The most messages one :meth:`Transport.publish_many` sends, and the most bytes their bodies
+#: hold together (queueit's broker holds at most 64 MiB of open transactions per connection).
+MAX_PUBLISH_MANY = 10_000
+MAX_PUBLISH_MANY_BYTES = 32 * 1024 * 1024
+
+
+def check_publish_many(capabilities: Capabilities, publish: Sequence[tuple[str, Outgoing]]) -> None:
+    """Refuse, before any of them is sent, what :meth:`Transport.publish_many` cannot send.
+
+    Raises:
+        ValueError: more than :data:`MAX_PUBLISH_MANY` messages or
+            :data:`MAX_PUBLISH_MANY_BYTES` bytes; a bad queue name.
+        Unsupported: a unique key (whether a key kept a message out is answered per send),
+            or what :func:`check_outgoing` refuses.
+    """
+    if len(publish) > MAX_PUBLISH_MANY:
+        raise ValueError(f"one step publishes at most {MAX_PUBLISH_MANY} messages, not {len(publish)}")
+    size = sum(len(message.body) for _, message in publish)
+    if size > MAX_PUBLISH_MANY_BYTES:
+        raise ValueError(f"one step publishes at most {MAX_PUBLISH_MANY_BYTES} bytes of bodies, not {size}")
+    if any(message.unique is not None for _, message in publish):
+        raise Unsupported("a message with a unique key is published on its own, not with others")
+    check_publish(capabilities, publish)
+
+
 class BlockingPublisher(Protocol):
     """:meth:`Transport.publish` for sync code: a blocking connection that belongs to the
     thread that made it (see :meth:`Transport.blocking_publisher`)."""
@@ -428,6 +453,17 @@ class Transport(Protocol):
 
         Raises:
             Unsupported: a delay, priority or unique key the transport cannot honour.
+        """
+
+    async def publish_many(self, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        """Put each (queue, message) pair on its queue; returns when the broker holds them all
+        durably. Where ``capabilities.atomic_settle``, in one atomic step: after an error,
+        none of them was published. Otherwise each is published and confirmed on its own,
+        and an error may leave some of them published.
+
+        Raises:
+            ValueError: see :func:`check_publish_many`.
+            Unsupported: a unique key, or what :meth:`publish` refuses.
         """
 
     async def broadcast(self, topic: str, message: Outgoing) -> None:
@@ -577,6 +613,7 @@ __all__ = [
     "check_outgoing",
     "check_progress",
     "check_publish",
+    "check_publish_many",
     "check_queue_name",
     "listener_queue",
 ]

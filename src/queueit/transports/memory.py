@@ -40,6 +40,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_publish,
+    check_publish_many,
     check_queue_name,
     listener_queue,
 )
@@ -331,6 +332,13 @@ class MemoryTransport:
         check_outgoing(self.capabilities, message)
         with self.broker._lock:
             return self._put(queue, message)
+
+    async def publish_many(self, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        self._check_open()
+        check_publish_many(self.capabilities, publish)
+        with self.broker._lock:
+            for queue, message in publish:
+                self._put(queue, message)
 
     def blocking_publisher(self) -> MemoryPublisher:
         return MemoryPublisher(self)

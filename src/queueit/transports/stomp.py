@@ -3,6 +3,7 @@
 How each promise is kept (``docs/delivery.md``):
 
 * publish: a persistent SEND with a receipt; the broker answers once the message is durable.
+  publish_many: the SENDs in a transaction, its COMMIT with a receipt.
 * consume: a ``client-individual`` subscription with ``prefetch-count`` and
   ``visibility-timeout`` (the lease); :meth:`QueueitTransport.extend` sends
   ``/queueit/lease``; :meth:`QueueitTransport.pause` sends ``/queueit/flow`` with prefetch 0,
@@ -45,6 +46,7 @@ from .base import (
     check_outgoing,
     check_progress,
     check_publish,
+    check_publish_many,
     check_queue_name,
     listener_queue,
 )
@@ -212,6 +214,17 @@ class QueueitTransport:
                 receipt=True,
             )
         return _kept_out_by(said)
+
+    async def publish_many(self, publish: Sequence[tuple[str, Outgoing]]) -> None:
+        check_publish_many(CAPABILITIES, publish)  # before a transaction opens (see _or_abort)
+        if not publish:
+            return
+        client = self._client
+        with _mapped:  # one transaction: one journal write (and fsync) holds them all, or none
+            tx = await client.begin()
+            async with self._or_abort(tx):
+                await self._send_all(publish, tx)
+            await client.commit(tx, receipt=True)
 
     def blocking_publisher(self) -> BlockingQueueitPublisher:
         return BlockingQueueitPublisher(
