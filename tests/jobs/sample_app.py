@@ -48,6 +48,12 @@ def flaky(n: int, fail_times: int) -> None:
         raise RuntimeError(f"attempt {attempt} fails on purpose")
 
 
+@app.job(queue="work", retry=Retry(retries=0))
+def doomed(n: int) -> None:
+    record("doomed", n, os.getpid())
+    raise RuntimeError("fails at once, every time")
+
+
 @app.job(queue="slow")
 def sleepy(n: int, seconds: float) -> None:
     record("start", n, os.getpid())

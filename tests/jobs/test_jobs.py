@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import json
 import logging
+import re
 import sys
 import threading
 import time
@@ -294,6 +295,29 @@ def test_a_hint_that_cannot_be_resolved_leaves_the_others_checked() -> None:
         half_typed.send("one", object())  # type: ignore[arg-type]
     with pytest.raises(InvalidMessage, match="a set's items must be strings, numbers or null"):
         convert([["not", "hashable"]], set, "tags")
+
+
+@pytest.mark.parametrize(
+    ("value", "hint", "expected"),
+    [
+        ([1, "a"], tuple[int, str], (1, "a")),
+        ([1, 2, 3], tuple[int, ...], (1, 2, 3)),
+        ([], tuple[int, ...], ()),
+        ([], tuple[()], ()),
+        ([1, "x", None], tuple, (1, "x", None)),
+        (["notint", 5], tuple[int, str], "t[0]: expected int, got str"),
+        ([1, "a", "extra"], tuple[int, str], "t: expected 2 items, got 3"),
+        ([1], tuple[int, str], "t: expected 2 items, got 1"),
+        ([1, "a"], tuple[int, ...], "t[1]: expected int, got str"),
+        ([1], tuple[()], "t: expected 0 items, got 1"),
+    ],
+)
+def test_a_tuple_hint_checks_each_item_and_the_count(value: list[Any], hint: Any, expected: Any) -> None:
+    if isinstance(expected, str):
+        with pytest.raises(InvalidMessage, match=re.escape(expected)):
+            convert(value, hint, "t")
+    else:
+        assert convert(value, hint, "t") == expected
 
 
 def test_a_plain_json_message_from_another_language_is_a_job() -> None:

@@ -77,6 +77,7 @@ def _dead_letters(
             limit,
             lambda r: answer({"queue": name, "dead_letter_queue": dlq_name, **r}),
             with_bodies=h.get("detail") == "true",
+            offset=_count(h.get("offset"), "offset", 0, dead_letters.MAX_BATCH - 1, 0),
         )
     elif command == "dlq-show":
         dead_letters.show_message(dlq, h.get("id", ""), answer)
@@ -100,12 +101,14 @@ def _dead_letters(
 
 
 def _limit(raw: str | None) -> int:
+    return _count(raw, "limit", 1, dead_letters.MAX_BATCH, dead_letters.MAX_BATCH)
+
+
+def _count(raw: str | None, name: str, low: int, high: int, default: int) -> int:
     if raw is None or raw == "":
-        return dead_letters.MAX_BATCH
-    if not raw.isdigit() or not raw.isascii() or not 1 <= int(raw) <= dead_letters.MAX_BATCH:
-        raise InvalidDestination(
-            f"limit must be an integer from 1 to {dead_letters.MAX_BATCH}, got {raw[:20]!r}."
-        )
+        return default
+    if len(raw) > 12 or not raw.isascii() or not raw.isdigit() or not low <= int(raw) <= high:
+        raise InvalidDestination(f"{name} must be an integer from {low} to {high}, got {raw[:20]!r}.")
     return int(raw)
 
 

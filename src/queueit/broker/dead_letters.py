@@ -8,12 +8,15 @@ to that queue without those headers, with a fresh delivery count, one journal
 transaction per message (never lost, never doubled).
 
 Listing reads messages without taking them; redrive takes them, so it waits for messages
-read back from disk, and answers when done (or at ``limit``).
+read back from disk, and answers when done (or at ``limit``). A listing with bodies is cut
+into pages of about :data:`MAX_LISTING_BYTES` (``offset``, ``next``): a client reads a reply
+as one frame, and a few hundred failed jobs with their tracebacks already fill one.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +30,8 @@ if TYPE_CHECKING:
 DEAD_LETTER_HEADER_PREFIX = "x-dead-letter-"
 #: Messages one list, show or redrive request handles at most.
 MAX_BATCH = 10_000
+#: A listing with bodies adds no more dead letters past this many bytes of JSON (one always).
+MAX_LISTING_BYTES = 1024 * 1024
 
 Respond = Callable[[dict[str, Any]], None]
 
@@ -66,12 +71,30 @@ def detail(message: Message) -> dict[str, Any]:
     return {**summary(message), "headers": [list(pair) for pair in message.headers], "body": body}
 
 
-def list_messages(dlq: Queue | None, limit: int, respond: Respond, *, with_bodies: bool = False) -> None:
+def list_messages(
+    dlq: Queue | None, limit: int, respond: Respond, *, with_bodies: bool = False, offset: int = 0
+) -> None:
+    """Up to ``limit`` dead letters from the ``offset``-th on, oldest first, among the oldest
+    :data:`MAX_BATCH`; with their bodies, at most about :data:`MAX_LISTING_BYTES` of them, and
+    ``next`` is the offset to ask for the rest (None when nothing was left out)."""
     if dlq is None:
-        respond({"depth": 0, "messages": []})
+        respond({"depth": 0, "messages": [], "next": None})
         return
-    describe = detail if with_bodies else summary
-    dlq.store.peek(limit, lambda ms: respond({"depth": len(dlq), "messages": [describe(m) for m in ms]}))
+
+    def page(messages: list[Message]) -> None:
+        listed: list[dict[str, Any]] = []
+        size = 0
+        for m in messages[offset:]:
+            described = detail(m) if with_bodies else summary(m)
+            if with_bodies:
+                size += len(json.dumps(described))
+                if listed and size > MAX_LISTING_BYTES:
+                    break
+            listed.append(described)
+        cut = len(listed) < len(messages[offset:])
+        respond({"depth": len(dlq), "messages": listed, "next": offset + len(listed) if cut else None})
+
+    dlq.store.peek(min(MAX_BATCH, offset + limit), page)
 
 
 def show_message(dlq: Queue | None, message_id: str, respond: Respond) -> None:

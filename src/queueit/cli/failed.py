@@ -54,6 +54,16 @@ def failed(args: argparse.Namespace) -> int:
     if args.action in ("retry", "delete") and sum(selectors) != 1:
         print(f"queueit failed {args.action}: give one of ID, --job NAME or --all", file=sys.stderr)
         return 2
+    if args.action == "purge" and (args.id or args.job):
+        print(
+            "queueit failed purge: deletes every failed job of the queues; for some of them, use "
+            "'queueit failed delete ID' or 'delete --job NAME'",
+            file=sys.stderr,
+        )
+        return 2
+    if args.action == "list" and args.id:
+        print("queueit failed list: takes no ID; see one with 'queueit failed show ID'", file=sys.stderr)
+        return 2
     if args.action == "show" and not args.id:
         print("queueit failed show: give the failed job's id (see queueit failed list)", file=sys.stderr)
         return 2
@@ -78,8 +88,10 @@ async def _run(transport: Transport, queues: list[str], args: argparse.Namespace
     await transport.connect()
     try:
         if args.action == "list":
-            found = await ops.list_failed(transport, queues, job=args.job, limit=args.limit)
-            _print_list(found, args.json)
+            found = await ops.list_failed(transport, queues, job=args.job, limit=args.limit + 1)
+            _print_list(found[: args.limit], args.json)
+            if len(found) > args.limit and not args.json:
+                print(f"(the first {args.limit}; there are more: --limit N shows more)")
             return 0
         if args.action == "purge":
             print(f"deleted {await ops.delete(transport, queues, None)} failed job(s)")
@@ -142,6 +154,8 @@ def _print_detail(found: ops.FailedJob, as_json: bool) -> None:
         return
     for key in ("id", "queue", "job", "job_id", "reason", "attempts", "trace_id"):
         print(f"{key}: {d.get(key)}")
+    if d["reason"] != "failed" and d.get("error"):
+        print(f"why: {d['error']}")  # an invalid message's reason, say: its errors are not ours
     print(f"failed at: {local_time(d['time'])}")
     if "args" in d:
         print(f"args: {json.dumps(d['args'])}")

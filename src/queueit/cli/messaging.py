@@ -207,7 +207,8 @@ def exchange(args: argparse.Namespace) -> int:
 
 
 def print_table(header_row: list[str], rows: list[tuple[Any, ...]]) -> None:
-    cells = [header_row, *[[str(c) for c in row] for row in rows]]
+    # One line per row: a cell's own line breaks and tabs (a multi-line error) become spaces.
+    cells = [header_row, *[[" ".join(str(c).split()) for c in row] for row in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header_row))]
     print()
     for row in cells:

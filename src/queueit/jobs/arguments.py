@@ -112,7 +112,9 @@ def convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise InvalidMessage(f"{where}: expected a JSON array, got {type(value).__name__}")
         item = typing.get_args(hint)
-        if item and origin is not tuple:
+        if origin is tuple:  # tuple[X, Y], tuple[X, ...] or tuple[()] (whose args are empty)
+            value = _tuple_items(value, item, where)
+        elif item:
             value = [convert(v, item[0], f"{where}[{i}]") for i, v in enumerate(value)]
         kind = origin or hint
         if kind is tuple:
@@ -133,6 +135,18 @@ def convert(value: Any, hint: Any, where: str) -> Any:
     if isinstance(hint, type):
         return _convert_type(value, hint, where)
     return value  # a hint this checker does not understand
+
+
+def _tuple_items(value: list[Any], items: tuple[Any, ...], where: str) -> list[Any]:
+    """A ``tuple[X, ...]`` takes any number of X; a ``tuple[X, Y]`` exactly one X and one Y
+    (``tuple[()]``, none)."""
+    if len(items) == 2 and items[1] is Ellipsis:
+        return [convert(v, items[0], f"{where}[{i}]") for i, v in enumerate(value)]
+    if items == ((),):
+        items = ()
+    if len(value) != len(items):
+        raise InvalidMessage(f"{where}: expected {len(items)} items, got {len(value)}")
+    return [convert(v, hint, f"{where}[{i}]") for i, (v, hint) in enumerate(zip(value, items, strict=True))]
 
 
 def _convert_type(value: Any, hint: type, where: str) -> Any:

@@ -87,24 +87,29 @@ def read(message: StoredMessage, queue: str) -> FailedJob:
 
 
 async def list_failed(
-    transport: Transport, queues: Sequence[str], *, job: str | None = None, limit: int = MAX_LISTED
+    transport: Transport, queues: Sequence[str], *, job: str | None = None, limit: int | None = None
 ) -> list[FailedJob]:
-    """Dead letters of ``queues`` (of job ``job`` only, if given), oldest first per queue."""
+    """Dead letters of ``queues`` (of job ``job`` only, if given), oldest first per queue,
+    among the oldest :data:`MAX_LISTED` of each queue; at most ``limit`` in all."""
     found: list[FailedJob] = []
     for queue in queues:
         for message in await transport.dead_letters(queue, MAX_LISTED):
             failed = read(message, queue)
             if job is None or failed.job == job:
                 found.append(failed)
-            if len(found) >= limit:
+            if limit is not None and len(found) >= limit:
                 return found
     return found
 
 
 async def find(transport: Transport, queues: Sequence[str], message_id: str) -> FailedJob | None:
-    for failed in await list_failed(transport, queues):
-        if failed.id == message_id or (failed.envelope is not None and failed.envelope.id == message_id):
-            return failed
+    """The dead letter with ``message_id`` (or whose job has that id), among the oldest
+    :data:`MAX_LISTED` of each queue."""
+    for queue in queues:
+        for message in await transport.dead_letters(queue, MAX_LISTED):
+            failed = read(message, queue)
+            if failed.id == message_id or (failed.envelope is not None and failed.envelope.id == message_id):
+                return failed
     return None
 
 
@@ -118,20 +123,31 @@ async def retry(transport: Transport, queues: Sequence[str], selected: Sequence[
 async def retry_or_delete_job(
     transport: Transport, queues: Sequence[str], job: str, *, delete_them: bool
 ) -> int:
-    """Retry (or delete) every dead letter of job ``job`` in ``queues``.
+    """Retry (or delete) every dead letter of job ``job`` in ``queues``, each once.
 
     A look at a queue sees its oldest :data:`MAX_LISTED` dead letters; those of ``job`` among
-    them are handled, which makes room for more, so it looks again until none is left (or a
-    look finds only dead letters that could not be moved: nothing more to do).
+    them are handled, which makes room for more, so it looks again until a look finds none it
+    has not handled. A retried job that fails again at once is back among the dead letters
+    before the next look, with the same job id: it is not retried again (it would be, for
+    ever, while a worker runs), nor counted twice.
     """
     act = delete if delete_them else retry
+    handled: set[str] = set()
     total = 0
-    while found := await list_failed(transport, queues, job=job):
+    while True:
+        found = [f for f in await list_failed(transport, queues, job=job) if _identity(f) not in handled]
+        if not found:
+            return total
+        handled.update(_identity(f) for f in found)
         done = await act(transport, queues, found)
         total += done
-        if done == 0:
-            break
-    return total
+        if done == 0:  # only dead letters that could not be moved: nothing more to do
+            return total
+
+
+def _identity(failed: FailedJob) -> str:
+    """What stays the same when a job fails again: its job id (else the dead letter's id)."""
+    return failed.envelope.id if failed.envelope is not None else failed.id
 
 
 async def delete(transport: Transport, queues: Sequence[str], selected: Sequence[FailedJob] | None) -> int:

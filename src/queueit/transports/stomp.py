@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from ..client import AsyncClient, Client, ClientError, ConnectionClosed, ReceiveTimeout, ServerRefused
 from ..stomp import Message, StompError
+from ..stomp.limits import KIB, MIB, Limits
 from .base import (
     Capabilities,
     Delivery,
@@ -61,8 +62,11 @@ PROGRESS = "/queueit/progress"
 GROUP = "/queueit/group"
 #: The body of a released group callback (queueit.broker.groups documents it).
 GROUP_CONTENT_TYPE = "application/vnd.queueit.group+json"
-#: Dead letters one request lists at most.
+#: Dead letters one listing reads at most.
 MAX_LIST = 10_000
+#: An admin reply is JSON: one dead letter of 4 MiB (the broker's default largest body) can
+#: take 6x that once escaped, and a page of them is cut at 1 MiB after its first.
+ADMIN_LIMITS = Limits(max_frame_size=32 * MIB, max_body_size=32 * MIB - 64 * KIB)
 
 CAPABILITIES = Capabilities(
     delay=True,
@@ -170,7 +174,7 @@ class QueueitTransport:
             tls=tls,
         )
 
-    def _new_client(self) -> AsyncClient:
+    def _new_client(self, limits: Limits | None = None) -> AsyncClient:
         return AsyncClient(
             self.host,
             self.port,
@@ -179,6 +183,7 @@ class QueueitTransport:
             timeout=self.timeout,
             heartbeat=(self._heartbeat_ms, self._heartbeat_ms),
             tls=self._tls,
+            limits=limits,
         )
 
     def tolerate_blocking(self, seconds: float) -> None:
@@ -406,15 +411,27 @@ class QueueitTransport:
         return f"DLQ.{queue}"
 
     async def dead_letters(self, queue: str, limit: int) -> list[StoredMessage]:
-        answer = await self._admin(
-            {"command": "dlq-list", "queue": queue, "limit": str(min(limit, MAX_LIST)), "detail": "true"}
-        )
-        found = []
-        for m in answer["messages"]:
-            body = m["body"]
-            raw = body["text"].encode("utf-8") if "text" in body else base64.b64decode(body["base64"])
-            headers = dict(m["headers"])
-            found.append(StoredMessage(m["id"], raw, headers, m["reason"] or ""))
+        # In pages: the broker cuts a listing with bodies at about 1 MiB and says where to
+        # go on (``next``), since a reply is one frame.
+        limit = min(limit, MAX_LIST)
+        found: list[StoredMessage] = []
+        offset: int | None = 0
+        while offset is not None and len(found) < limit:
+            answer = await self._admin(
+                {
+                    "command": "dlq-list",
+                    "queue": queue,
+                    "limit": str(limit - len(found)),
+                    "offset": str(offset),
+                    "detail": "true",
+                }
+            )
+            for m in answer["messages"]:
+                body = m["body"]
+                raw = body["text"].encode("utf-8") if "text" in body else base64.b64decode(body["base64"])
+                found.append(StoredMessage(m["id"], raw, dict(m["headers"]), m["reason"] or ""))
+            following = answer.get("next")
+            offset = following if isinstance(following, int) and following > offset else None
         return found
 
     async def redrive(self, queue: str, message_id: str | None) -> int:
@@ -454,7 +471,7 @@ class QueueitTransport:
     async def _admin(self, headers: dict[str, str], destination: str = ADMIN) -> dict[str, Any]:
         """One request to the broker (admin, or a progress read), on a connection of its own
         (its reply must not mix with deliveries)."""
-        client = self._new_client()
+        client = self._new_client(ADMIN_LIMITS)
         with _mapped:
             async with client:
                 await client.send(destination, b"", headers={**headers, "reply-to": "/temp-queue/admin"})
