@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from queueit.broker import dead_letters
 from queueit.broker.core import MAX_EPOCH_MS, BrokerCore, SessionState
 from queueit.broker.errors import InvalidHeader, QueueFull
 from queueit.broker.exchanges import ExchangeType
@@ -1739,3 +1740,25 @@ def test_the_lease_heap_stays_bounded_when_every_message_is_acked() -> None:
         core.handle(producer, send("/queue/q", b"%d" % i))
         core.handle(consumer, ack(only(out).id))
     assert len(core.leases) <= 20_000
+
+
+def test_a_dead_letter_listing_with_bodies_comes_in_pages_of_about_a_mebibyte() -> None:
+    core, _ = make()
+    producer, _ = connect(core)
+    bodies = [b"%02d" % n + b"x" * 100_000 for n in range(30)] + [b"big" + b"y" * 2_000_000, b"last"]
+    for body in bodies:
+        core.handle(producer, send("/queue/DLQ.q", body))
+    dlq = queue(core, "DLQ.q")
+    pages: list[dict[str, Any]] = []
+    offset: int | None = 0
+    while offset is not None:
+        dead_letters.list_messages(dlq, 10_000, pages.append, with_bodies=True, offset=offset)
+        offset = pages[-1]["next"]
+    listed = [m["body"]["text"].encode() for page in pages for m in page["messages"]]
+    assert listed == bodies  # every one, in order, none twice
+    assert len(pages) == 5  # 10 of 100 KB a page, the 2 MB one alone, then the rest
+    assert [len(p["messages"]) for p in pages] == [10, 10, 10, 1, 1]
+    summaries: list[dict[str, Any]] = []
+    dead_letters.list_messages(dlq, 10_000, summaries.append)  # no bodies: never cut
+    assert len(summaries[0]["messages"]) == 32
+    assert summaries[0]["next"] is None
