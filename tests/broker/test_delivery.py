@@ -1762,3 +1762,23 @@ def test_a_dead_letter_listing_with_bodies_comes_in_pages_of_about_a_mebibyte() 
     dead_letters.list_messages(dlq, 10_000, summaries.append)  # no bodies: never cut
     assert len(summaries[0]["messages"]) == 32
     assert summaries[0]["next"] is None
+
+
+def test_a_nack_saying_the_consumer_never_started_does_not_count_the_delivery() -> None:
+    core, _ = make(policy("q", max_deliveries=3))
+    producer, _ = connect(core)
+    consumer, out = connect(core)
+    core.handle(producer, send("/queue/q", b"prefetched"))
+    core.handle(consumer, subscribe("/queue/q", "s", CI))
+    for _ in range(5):  # past the limit of 3, were these counted
+        message = only(out)
+        assert not message.redelivered
+        core.handle(consumer, nack(message.id, started="false"))
+    message = only(out)
+    core.handle(consumer, nack(message.id))  # counted
+    message = only(out)
+    assert message.redelivered
+    assert message.deliveries == 2
+    with pytest.raises(InvalidHeader, match="started must be true or false"):
+        core.handle(consumer, nack(message.id, started="maybe"))
+    assert "DLQ.q" not in core.queues  # nothing was dead-lettered

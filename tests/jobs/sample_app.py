@@ -23,6 +23,18 @@ app = App(os.environ.get("QUEUEIT_URL", "memory://sample"))
 _kept: list[bytearray] = []
 
 
+def others_alive(kind: str) -> int:
+    """Processes other than this one that recorded ``kind`` and still run (zombies are dead)."""
+    pids: set[int] = set()
+    with contextlib.suppress(OSError), open(os.environ.get("QUEUEIT_LEDGER", os.devnull)) as f:
+        pids = {int(p[2]) for p in (line.split() for line in f) if p and p[0] == kind}
+    alive = 0
+    for pid in pids - {os.getpid()}:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
+            alive += stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    return alive
+
+
 def record(*parts: object) -> None:
     line = " ".join(str(p) for p in parts) + "\n"
     with open(os.environ.get("QUEUEIT_LEDGER", os.devnull), "a") as f:
@@ -54,6 +66,21 @@ def doomed(n: int) -> None:
     raise RuntimeError("fails at once, every time")
 
 
+@app.job(queue="suspects", timeout=0.5, retry=Retry(retries=0))
+def swallower(n: int) -> None:
+    """Catches even the alarm that ends its timeout: the inline pool's watchdog ends its
+    process, every time it runs."""
+    record("swallower", n, os.getpid())
+    while True:
+        with contextlib.suppress(BaseException):  # on purpose: a job that will not stop
+            time.sleep(0.05)
+
+
+@app.job(queue="suspects")
+def bystander(n: int) -> None:
+    record("bystander", n, os.getpid())
+
+
 @app.job(queue="slow")
 def sleepy(n: int, seconds: float) -> None:
     record("start", n, os.getpid())
@@ -71,7 +98,7 @@ def runaway(n: int) -> None:
 def wedged(n: int) -> None:
     """Spins in C code that holds the GIL (no bytecode runs, so no signal handler and no other
     thread either), on its first delivery only."""
-    record("wedged", n, os.getpid())
+    record("wedged", n, os.getpid(), others_alive("wedged"))
     if current().delivery.delivery_count == 1:
         sum(itertools.repeat(1, 10**12))
 

@@ -135,7 +135,7 @@ def test_sighup_replaces_the_processes_without_losing_a_job(
     assert sorted(int(p[1]) for p in ledger.of("add")) == list(range(50))
     old = set(worker.pids()[:2])
     wait_until(
-        lambda: worker.log().count("(reloaded) exited with 0") == 2,
+        lambda: worker.log().count("(replaced) exited with 0") == 2,
         "the old processes to exit",
         log=worker.log,
     )
@@ -165,7 +165,7 @@ def test_a_reload_to_code_that_cannot_be_imported_keeps_the_running_processes(
     broken.unlink()  # mended: the next reload goes through
     worker.signal(signal.SIGHUP)
     wait_until(
-        lambda: worker.log().count("(reloaded) exited with 0") == 2,
+        lambda: worker.log().count("(replaced) exited with 0") == 2,
         "the old processes to exit",
         log=worker.log,
     )
@@ -208,7 +208,7 @@ def test_a_sync_job_over_its_hard_timeout_fails_and_its_process_is_replaced(
     send(jobs.runaway, 1)
     ledger.wait_for(lambda led: len(led.of("runaway")) == 1, "the job to start")
     wait_until(lambda: len(worker.pids()) == 2, "a replacement process", timeout=15)
-    assert "asked to be replaced" in worker.log()
+    assert "is finishing its jobs to be replaced" in worker.log()
     wait_until(lambda: queue_depth(broker, "DLQ.slow")[0] == 1, "the failed job")
     send(jobs.add, 99)
     ledger.wait_for(lambda led: len(led.of("add")) == 1, "the replacement to work")
@@ -265,3 +265,127 @@ def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said:
 def test_the_worker_accepts_a_shutdown_timeout_of_zero() -> None:
     args = build_parser().parse_args(["worker", "tests.jobs.sample_app:app", "--shutdown-timeout", "0"])
     assert args.shutdown_timeout == 0.0
+
+
+def worker_processes(ledger: Ledger) -> list[int]:
+    """Live worker processes of this test (their environment names its ledger), wherever
+    their parent is: orphans included."""
+    found = []
+    mine = f"QUEUEIT_LEDGER={ledger.path}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if b"queueit.jobs.process" in cmdline and mine in environ.split(b"\0") and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def test_recycling_lets_running_jobs_finish_while_a_fresh_process_takes_over(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    # --max-time 2 with a 4 s job and a shutdown timeout of 1 s: the job is not handed back
+    # (it was, again and again, until it reached the dead letters), and the work goes on.
+    worker = start_worker(
+        "--processes", "1", "--concurrency", "2", "--max-time", "2", "--shutdown-timeout", "1"
+    )
+    send(jobs.sleepy, 1, seconds=4.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the long job to start")
+    wait_until(lambda: len(worker.pids()) == 2, "the replacement, while the old one finishes", log=worker.log)
+    send(jobs.add, 1)
+    ledger.wait_for(lambda led: len(led.of("add")) == 1, "the replacement to take work")
+    assert ledger.of("end") == []  # the long job still runs in the old process meanwhile
+    assert int(ledger.of("add")[0][2]) != int(ledger.of("start")[0][2])
+    ledger.wait_for(lambda led: len(led.of("end")) == 1, "the long job to finish", timeout=15)
+    assert len(ledger.of("start")) == 1  # ran once, to its end
+    assert "ran 2 s (--max-time); recycling" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_stop_right_after_a_reload_stops_every_process_the_reload_started(
+    start_worker: StartWorker, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2")
+    wait_until(lambda: worker.log().count("taking jobs from") == 2, "two processes at work")
+    worker.signal(signal.SIGHUP)
+    time.sleep(0.05)  # the reload's first process is still importing the app
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+    wait_until(lambda: worker_processes(ledger) == [], "no worker process left", timeout=15, log=worker.log)
+
+
+def test_worker_processes_do_not_outlive_a_supervisor_killed_as_they_start(
+    start_worker: StartWorker, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2")
+    wait_until(lambda: worker_processes(ledger) != [], "a worker process to start", timeout=15)
+    worker.signal(signal.SIGKILL)  # before the new process asked to die with its parent
+    worker.wait()
+    wait_until(lambda: worker_processes(ledger) == [], "no orphan left", timeout=20, log=worker.log)
+
+
+def test_a_sigterm_to_every_process_at_once_is_one_stop(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    # What systemd's KillMode=control-group does: the worker process gets SIGTERM from it and
+    # from the supervisor; the running job still finishes.
+    worker = start_worker("--processes", "1", "--shutdown-timeout", "30")
+    send(jobs.sleepy, 1, seconds=2.0)
+    ledger.wait_for(lambda led: len(led.of("start")) == 1, "the job to start")
+    (child,) = worker_processes(ledger)
+    worker.signal(signal.SIGTERM)
+    os.kill(child, signal.SIGTERM)
+    assert worker.wait() == 0
+    assert len(ledger.of("end")) == 1
+    assert "stopping now" not in worker.log()
+
+
+def test_code_broken_on_disk_after_the_start_stops_no_process_that_works(
+    start_worker: StartWorker, send: Sender, ledger: Ledger
+) -> None:
+    worker = start_worker("--processes", "2", "--concurrency", "1", "--max-jobs", "1")
+    wait_until(lambda: worker.log().count("taking jobs from") == 2, "two processes at work")
+    broken = Path(str(ledger.path) + ".broken")
+    broken.touch()  # a deploy half done: the next import of the app fails
+    send(jobs.add, 1)  # a process recycles after it, and its replacement cannot load the app
+    ledger.wait_for(lambda led: len(led.of("add")) == 1, "the first job")
+    wait_until(
+        lambda: "the other processes carry on" in worker.log(), "the failed replacement", log=worker.log
+    )
+    assert worker.process.poll() is None
+    send(jobs.add, 2)  # the other process still works
+    ledger.wait_for(lambda led: len(led.of("add")) == 2, "the second job")
+    broken.unlink()  # mended: the slot is filled again
+    for i in range(3, 6):
+        send(jobs.add, i)
+    ledger.wait_for(lambda led: len(led.of("add")) == 5, "every job", timeout=60)
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
+def test_a_process_whose_settings_the_app_refuses_never_says_it_loaded(tmp_path: Path) -> None:
+    # A reload to code the inline pool refuses (a sync job's timeout over a third of the
+    # lease) must not stop the old processes: the new one fails before it says "loaded".
+    from queueit.jobs.process import APP_LOADED, EXIT_BAD_APP, READY_FD_ENV, settings_to_json
+    from queueit.jobs.worker import WorkerSettings
+
+    settings = WorkerSettings(pool="inline", lease=1.0)  # sample_app's jobs have timeouts of 0.5-1 s
+    app_spec = "tests.jobs.sample_app:app"
+    read_end, write_end = os.pipe()
+    result = subprocess.run(
+        [sys.executable, "-m", "queueit.jobs.process", settings_to_json(app_spec, settings)],
+        cwd=REPO, env={**os.environ, READY_FD_ENV: str(write_end)}, pass_fds=(write_end,),
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    os.close(write_end)
+    said = os.read(read_end, 64)
+    os.close(read_end)
+    assert result.returncode == EXIT_BAD_APP
+    assert APP_LOADED not in said
+    assert "a third of the lease" in result.stderr + result.stdout

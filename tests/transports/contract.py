@@ -386,6 +386,36 @@ async def a_message_given_back_too_often_is_dead_lettered(b: Backend) -> None:
 
 
 @scenario
+async def a_delivery_handed_back_unstarted_does_not_count_and_a_resumed_consumer_receives_again(
+    b: Backend,
+) -> None:
+    q = fresh()
+    async with b.open() as t:
+        await t.publish(q, Outgoing(b"prefetched"))
+        await t.consume(q, prefetch=1, lease=30)
+        if not t.capabilities.uncounted_release:
+            with pytest.raises(Unsupported):
+                await t.resume()
+            return
+        for _ in range(15):  # past the delivery limit (10), were these counted
+            d = await get(t)
+            assert (d.body, d.delivery_count, d.redelivered) == (b"prefetched", 1, False)
+            await t.release(d, started=False)
+        d = await get(t)
+        await t.release(d)  # counted: the next delivery is the second
+        d = await get(t)
+        assert (d.delivery_count, d.redelivered) == (2, True)
+        await t.pause()
+        await t.release(d, started=False)
+        await nothing(t)
+        await t.resume()
+        d = await get(t)
+        assert (d.delivery_count, d.redelivered) == (2, True)  # its earlier counted delivery
+        await t.ack(d)
+        await nothing(t)
+
+
+@scenario
 async def a_paused_consumer_keeps_what_it_holds_and_gets_nothing_new(b: Backend) -> None:
     q = fresh()
     async with b.open() as t:

@@ -754,9 +754,12 @@ class BrokerCore:
         if ev.headers.get("requeue") == "false":
             queue.dead_letter(queue, messages, reason, ev.headers.get("error", "")[:MAX_ERROR_TEXT])
         else:
+            started = ev.headers.get("started", "true")
+            if started not in ("true", "false"):
+                raise InvalidHeader(f"NACK started must be true or false, got {started[:40]!r}.")
             for message in messages:
                 message.avoid = sub
-            queue.requeue(messages, now, delay)
+            queue.requeue(messages, now, delay, started=started == "true")
         queue.dispatch(now)
 
     def _extend_lease(self, s: SessionState, ev: Send) -> None:

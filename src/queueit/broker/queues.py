@@ -418,17 +418,26 @@ class Queue:
             self.unique.purged({m for c in self.consumers for m in c.unacked})
         return count
 
-    def requeue(self, messages: Sequence[Message], now_ms: int, delay_ms: int = 0) -> None:
+    def requeue(
+        self, messages: Sequence[Message], now_ms: int, delay_ms: int = 0, *, started: bool = True
+    ) -> None:
         """Give taken messages back, flagged redelivered: at the head in the order given, or
-        after ``delay_ms``; a message at its queue's delivery limit is dead-lettered instead."""
+        after ``delay_ms``; a message at its queue's delivery limit is dead-lettered instead.
+
+        ``started=False``: the consumer says it never began on them (it hands back what it
+        prefetched), so this delivery does not count toward ``max_deliveries``, and a message
+        is no redelivery unless an earlier delivery was counted.
+        """
         limit = self.settings.max_deliveries
         back = []
         for message in messages:
             message.lease_until = 0
+            if not started and message.deliveries > 0:
+                message.deliveries -= 1
             if limit and message.deliveries >= limit:
                 self.dead_letter(self, [message], "max-deliveries")
                 continue
-            message.redelivered = True
+            message.redelivered = started or message.deliveries > 0
             back.append(message)
         if not back:
             return

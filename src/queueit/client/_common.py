@@ -125,11 +125,13 @@ class FrameBuilder:
 
 
 def nack_headers(
-    requeue: bool, delay_ms: int | None, reason: str | None, error: str | None = None
+    requeue: bool, delay_ms: int | None, reason: str | None, error: str | None = None, started: bool = True
 ) -> dict[str, str]:
     """NACK's queueit headers: drop to the dead-letter queue (saying why), or come back after
-    a delay."""
+    a delay; ``started=False``: never begun on, so not counted toward the delivery limit."""
     headers = {}
+    if not started:
+        headers["started"] = "false"
     if not requeue:
         headers["requeue"] = "false"
         if error:

@@ -185,10 +185,11 @@ class AsyncClient:
         reason: str | None = None,
         error: str | None = None,
         receipt: bool = False,
+        started: bool = True,
     ) -> None:
         """As :meth:`queueit.Client.nack`."""
         rid = self._frames.next_id("nack") if receipt else None
-        extra = nack_headers(requeue, delay_ms, reason, error)
+        extra = nack_headers(requeue, delay_ms, reason, error, started)
         await self._emit(self._frames.settle(Command.NACK, message, transaction, extra, rid), rid)
 
     async def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:

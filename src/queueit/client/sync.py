@@ -158,13 +158,15 @@ class Client:
         reason: str | None = None,
         error: str | None = None,
         receipt: bool = False,
+        started: bool = True,
     ) -> None:
         """Give ``message`` back: to its queue (after ``delay_ms``, if given), or with
         ``requeue=False`` to the queue's dead-letter queue (``reason``: rejected or invalid;
-        ``error``: what was wrong, kept as ``x-dead-letter-error``)."""
-        self._settle(
-            Command.NACK, message, transaction, nack_headers(requeue, delay_ms, reason, error), receipt
-        )
+        ``error``: what was wrong, kept as ``x-dead-letter-error``). ``started=False`` says
+        the consumer never began on it (prefetched only): a queueit broker then does not
+        count this delivery toward the queue's ``max_deliveries``."""
+        headers = nack_headers(requeue, delay_ms, reason, error, started)
+        self._settle(Command.NACK, message, transaction, headers, receipt)
 
     def extend_lease(self, message: Message, lease_ms: int, *, receipt: bool = False) -> None:
         """Keep a client-ack ``message`` leased to this connection for ``lease_ms`` more, so a

@@ -1,10 +1,15 @@
 """``queueit worker``: a supervisor keeping P worker processes running.
 
-* A process that exits with :data:`~queueit.jobs.worker.EXIT_REPLACE` (recycled by
-  ``--max-jobs``/``--max-memory``/``--max-time``, or after a hard timeout) is replaced at once.
+* A process recycled by ``--max-jobs``/``--max-memory``/``--max-time``, or whose sync job
+  overran its hard timeout, says so (:data:`~queueit.jobs.process.RETIRING`) and is replaced at
+  once; it finishes its running jobs meanwhile, and its exit
+  (:data:`~queueit.jobs.worker.EXIT_REPLACE`) needs nothing more.
 * A process that crashes (any other exit, ``kill -9`` included) is restarted after a back-off
   that doubles from 0.5 s to 30 s, and resets once a process has run for a minute. Its
   unfinished jobs come back from the broker on their own (their connection dropped).
+* A process that cannot load the app: at start, the supervisor stops (the command is wrong);
+  later (code on disk broken since, found by a recycled or restarted process), the others
+  carry on and the slot is retried with the crash back-off.
 * SIGTERM/SIGINT: forwarded once to every process (stop taking jobs, finish running ones up to
   the shutdown timeout, hand back the rest); a second signal is forwarded too, as SIGINT
   (hand back now).
@@ -16,7 +21,9 @@
 Worker processes run in their own process group (a terminal's Ctrl-C reaches only the
 supervisor, which forwards it once) and get SIGTERM if the supervisor dies.
 
-Ownership: the supervisor's event loop owns the process table.
+Ownership: the supervisor's event loop owns the process table. Every process it started and
+has not reaped is in ``_children``, in a slot or not yet (a reload's while it imports), so a
+stop reaches it and the supervisor exits only after it.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import logs
-from .process import APP_LOADED, EXIT_BAD_APP, READY_FD_ENV, settings_to_json
+from .process import APP_LOADED, EXIT_BAD_APP, READY_FD_ENV, RETIRING, SUPERVISOR_PID_ENV, settings_to_json
 from .worker import EXIT_REPLACE, WorkerSettings
 
 log = logging.getLogger("queueit.supervisor")
@@ -80,6 +87,8 @@ class Supervisor:
         self._tasks: set[asyncio.Task[None]] = set()
         # pid -> how far it started (it says so on a pipe).
         self._startups: dict[int, Startup] = {}
+        self._children: set[asyncio.subprocess.Process] = set()
+        self._loaded_once = False  # a process loaded the app: the command itself is right
         self.exit_code = 0
 
     async def run(self) -> int:
@@ -99,7 +108,7 @@ class Supervisor:
         return self.exit_code
 
     def _alive(self) -> bool:
-        return any(s.process is not None or s.retired for s in self.slots)
+        return bool(self._children)
 
     async def _spawn(self, slot: Slot) -> None:
         process = await self._start()
@@ -118,7 +127,7 @@ class Supervisor:
                 settings_to_json(self.app_spec, self.settings),
                 start_new_session=True,
                 pass_fds=(write_end,),
-                env={**os.environ, READY_FD_ENV: str(write_end)},
+                env={**os.environ, READY_FD_ENV: str(write_end), SUPERVISOR_PID_ENV: str(os.getpid())},
             )
         except BaseException:
             os.close(read_end)
@@ -126,22 +135,37 @@ class Supervisor:
         finally:
             os.close(write_end)
         startup = self._startups[process.pid] = Startup()
+        self._children.add(process)
+        if self.stopping:  # told to stop while it was being started
+            self._terminate(process, signal.SIGTERM if self.stopping == 1 else signal.SIGINT)
 
-        def on_pipe() -> None:  # SIGNALS_READY, then APP_LOADED; end of file once it exits
+        def on_pipe() -> None:  # SIGNALS_READY, APP_LOADED, maybe RETIRING; end of file at exit
             try:
                 said = os.read(read_end, 16)
             except OSError:
                 said = b""
             startup.ready.set()  # whatever came: a signal no longer kills it mid-import
             if APP_LOADED in said:
-                startup.loaded = True
+                startup.loaded = self._loaded_once = True
             if APP_LOADED in said or not said:
+                startup.done.set()
+            if RETIRING in said:
+                self._retire(process)
+            if not said:
                 loop.remove_reader(read_end)
                 os.close(read_end)
-                startup.done.set()
 
         loop.add_reader(read_end, on_pipe)
         return process
+
+    def _retire(self, process: asyncio.subprocess.Process) -> None:
+        """``process`` finishes its running jobs, to be replaced: replace it now."""
+        for slot in self.slots:
+            if slot.process is process and not self.stopping:
+                slot.retired.append(process)
+                slot.process = None
+                log.info("worker process %d is finishing its jobs to be replaced", process.pid)
+                self._background(self._spawn(slot))
 
     def _terminate(self, process: asyncio.subprocess.Process, signum: int = signal.SIGTERM) -> None:
         """Send ``process`` a stop signal (SIGTERM or SIGINT) once it is ready to take it."""
@@ -170,17 +194,17 @@ class Supervisor:
 
     async def _reap(self, slot: Slot, process: asyncio.subprocess.Process) -> None:
         code = await process.wait()
-        self._startups.pop(process.pid, None)
-        if process in slot.retired:  # replaced by a reload: its exit needs nothing more
+        self._forget(process)
+        if process in slot.retired:  # replaced already (a reload, or it retired): nothing more
             slot.retired.remove(process)
-            log.info("worker process %d (reloaded) exited with %d", process.pid, code)
+            log.info("worker process %d (replaced) exited with %d", process.pid, code)
             self._wake.set()
             return
         slot.process = None
         lived = time.monotonic() - slot.started
         if self.stopping:
             log.info("worker process %d exited with %d", process.pid, code)
-        elif code == EXIT_BAD_APP:
+        elif code == EXIT_BAD_APP and not self._loaded_once:
             log.error("worker process %d cannot load %s; stopping", process.pid, self.app_spec)
             self.exit_code = 1
             self._on_stop(signal.SIGTERM)
@@ -191,8 +215,11 @@ class Supervisor:
             fresh = lived >= STABLE_AFTER or not slot.backoff
             slot.backoff = BACKOFF_START if fresh else min(BACKOFF_MAX, slot.backoff * 2)
             what = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with {code}"
-            if code == -signal.SIGPROF:
-                what += " (an inline job stuck past its timeout in code that never returned to Python)"
+            if code == EXIT_BAD_APP:
+                what = (
+                    f"cannot load {self.app_spec} as its code is now (its log says why); the other "
+                    "processes carry on"
+                )
             log.warning("worker process %d %s; restarting in %.1f s", process.pid, what, slot.backoff)
             await asyncio.sleep(slot.backoff)
             if not self.stopping and slot.process is None:  # a reload may have filled it since
@@ -206,10 +233,14 @@ class Supervisor:
         # The second stop goes out as SIGINT (a worker counts either): two SIGTERMs sent
         # before the process ran would merge into one pending signal, and the second be lost.
         forward = signal.SIGTERM if self.stopping == 1 else signal.SIGINT
-        for slot in self.slots:
-            for process in [slot.process, *slot.retired]:
-                if process is not None:
-                    self._terminate(process, forward)
+        for process in self._children:
+            self._terminate(process, forward)
+        self._wake.set()
+
+    def _forget(self, process: asyncio.subprocess.Process) -> None:
+        """``process`` was reaped."""
+        self._startups.pop(process.pid, None)
+        self._children.discard(process)
         self._wake.set()
 
     def _on_reload(self) -> None:
@@ -236,12 +267,11 @@ class Supervisor:
                 if fresh.returncode is None:
                     fresh.kill()  # stuck importing: it holds no job yet
                 await fresh.wait()
-                self._startups.pop(fresh.pid, None)
+                self._forget(fresh)
                 return
-            if self.stopping > 0:  # told to stop while it started: it stops with the others
+            if self.stopping > 0:  # told to stop while it started (_on_stop did): it stops with the others
                 slot.retired.append(fresh)
                 self._watch(slot, fresh)
-                self._terminate(fresh)
                 return
             old, slot.process, slot.started = slot.process, fresh, time.monotonic()
             log.info("worker process %d started (slot %d, reload)", fresh.pid, slot.index)

@@ -23,9 +23,12 @@ then (invariants):
   lease when it has none): SIGALRM raises in it, and it fails or is retried like any
   timed-out job. One that runs on regardless (it caught the alarm, or waits in C code that
   never returns to Python) ends the process at 1.5 x its timeout + 1 s: a watchdog thread
-  exits with :data:`EXIT_REPLACE`, or, where C code holds the GIL so that no thread runs,
-  SIGPROF (the CPU-time timer, at that much CPU time per CPU) kills it. The supervisor starts
-  a fresh process; the job is delivered again.
+  exits with :data:`EXIT_REPLACE`. Where C code holds the GIL, so that no Python thread runs,
+  faulthandler's own thread (C, no GIL needed), which the watchdog re-arms on every tick,
+  dumps every thread's stack and exits once the watchdog has been silent for
+  :func:`hung_after` (0.7 x the lease): before the job's lease runs out, which the job's
+  start left at least 5/6 unused (below). The supervisor starts a fresh process; the job is
+  delivered again, never while the stuck process still runs it.
 * Nothing is renewed while an inline job runs, so before each one the worker extends every
   lease it holds that is more than a sixth used. A lease is then at most 5/6 used at any
   time: 1/6 before the check, plus one inline job (1/3), plus 1/3 for bytes the blocked loop
@@ -48,6 +51,7 @@ import asyncio
 import contextlib
 import contextvars
 import enum
+import faulthandler
 import functools
 import logging
 import os
@@ -203,6 +207,11 @@ class Worker:
         self._exit = Exit.STOPPED
         self._hurry = False
         self._stopping = False
+        self._told_at: float | None = None  # when stop() was first called (monotonic)
+        #: Called once when this process decides to be replaced (recycled, or a sync job
+        #: overran): the supervisor starts the replacement at once, and this process finishes
+        #: its running jobs meanwhile, in the time they need rather than the shutdown timeout.
+        self.on_retire: Callable[[], None] | None = None
         #: A stop signal came (set by its Python-level handler, which runs between bytecodes
         #: even while an inline job holds the loop). The loop runs stop() only once it next
         #: polls its file descriptors; jobs received in the same pass as the running one
@@ -218,28 +227,40 @@ class Worker:
         )
         # Inline pool: deliveries received and not started -> (transport, when leased last).
         self._waiting: dict[Delivery, tuple[Transport, float]] = {}
+        # Deliveries received whose job has not started, nor were they settled or handed back
+        # (a batch's items leave it once in their batch); _run_alone waits for it to empty.
+        self._unstarted: set[Delivery] = set()
+        self._unstarted_shrank = asyncio.Event()
+        self._isolating: Delivery | None = None  # the suspect running alone, if one is
         self._slots = asyncio.Semaphore(self.settings.concurrency)  # jobs running at once
         self._late: list[Delivery] = []  # received as the worker stopped: released after the pause
         self._in_job = False  # an inline sync job runs (SIGALRM may stop it)
         # The running inline job's name and when the watchdog ends the process (monotonic).
         self._job_name = ""
         self._job_deadline: float | None = None
-        # CPUs this process may use: SIGPROF counts the CPU time of all its threads.
-        self._cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
     # -- control -----------------------------------------------------------------------------
 
     def stop(self, *, now: bool = False) -> None:
-        """Stop taking jobs; with ``now``, hand running jobs back at once. Loop thread only."""
+        """Stop taking jobs; with ``now``, hand running jobs back at once, else after the
+        shutdown timeout. Loop thread only."""
+        if self._told_at is None:
+            self._told_at = time.monotonic()
+        self._halt(now)
+
+    def _halt(self, now: bool) -> None:
         self._hurry = self._hurry or now
         self._stopping = True
         if self._stop is not None:
             self._stop.set()
 
     def _finish(self, why: Exit) -> None:
+        """Stop taking jobs, to be replaced (``why``): running jobs finish first."""
         if self._exit is Exit.STOPPED:
             self._exit = why
-        self.stop()
+            if self.on_retire is not None and self._told_at is None:
+                self.on_retire()
+        self._halt(False)
 
     async def run(self) -> Exit:
         """Work until stopped; returns why it stopped.
@@ -267,7 +288,7 @@ class Worker:
             None
             if max_time is None
             else asyncio.get_running_loop().call_later(
-                max(0.0, max_time - (time.monotonic() - self._started)), self._finish, Exit.RECYCLE
+                max(0.0, max_time - (time.monotonic() - self._started)), self._time_up
             )
         )
         try:
@@ -371,7 +392,20 @@ class Worker:
             return
         if self._inline:
             self._waiting[delivery] = (transport, time.monotonic())
-        self._spawn(self._handle(transport, delivery))
+        self._unstarted.add(delivery)
+        self._spawn(self._tracked(transport, delivery))
+
+    async def _tracked(self, transport: Transport, delivery: Delivery) -> None:
+        try:
+            await self._handle(transport, delivery)
+        finally:
+            self._resolved(delivery)
+
+    def _resolved(self, delivery: Delivery) -> None:
+        """``delivery`` started, was settled or handed back (or went into a batch)."""
+        if delivery in self._unstarted:
+            self._unstarted.discard(delivery)
+            self._unstarted_shrank.set()
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -393,20 +427,29 @@ class Worker:
                 # before the pause, or the broker would hand them straight back to us).
                 late, self._late = self._late, []
                 for delivery in late:
-                    await transport.release(delivery)
+                    await transport.release(delivery, started=False)
                 while (extra := await transport.next_delivery(0)) is not None:
-                    await transport.release(extra)
+                    await transport.release(extra, started=False)
         for batch in self._batches.values():
             batch.flush()  # received already: run them now rather than hand them back
         if self._running and not self._hurry:
-            log.info(
-                "waiting up to %g s for %d running job(s)", self.settings.shutdown_timeout, len(self._running)
-            )
-            deadline = time.monotonic() + self.settings.shutdown_timeout
-            while self._running and not self._hurry and time.monotonic() < deadline:
-                await asyncio.wait(
-                    set(self._running), timeout=min(0.2, max(0.0, deadline - time.monotonic()))
+            # Replaced (recycled, or a job overran), not told to stop: the running jobs take
+            # the time they need, bounded by their own timeouts. A stop signal, before or
+            # since, gives them the shutdown timeout from then.
+            if self._told_at is None:
+                log.info("finishing %d running job(s) before this process is replaced", len(self._running))
+            else:
+                log.info(
+                    "waiting up to %g s for %d running job(s)",
+                    self.settings.shutdown_timeout,
+                    len(self._running),
                 )
+            while self._running and not self._hurry:
+                told = self._told_at
+                left = None if told is None else told + self.settings.shutdown_timeout - time.monotonic()
+                if left is not None and left <= 0:
+                    break
+                await asyncio.wait(set(self._running), timeout=0.2 if left is None else min(0.2, left))
         for task in list(self._running):
             task.cancel()  # the task hands its delivery back
         if self._running:
@@ -420,8 +463,11 @@ class Worker:
     async def _handle(self, transport: Transport, delivery: Delivery) -> None:
         if self._inline:
             await self._renew_waiting(delivery)
-            if self._stopping or self.stop_signalled:  # waited behind an inline job; told to stop
-                await _quietly(transport.release(delivery))
+            if self._stopping or self.stop_signalled or self._isolating is not None:
+                # Waited behind an inline job, and told to stop (or a suspect runs alone):
+                # it never started.
+                self._waiting.pop(delivery, None)
+                await _quietly(transport.release(delivery, started=False))
                 return
             transport.coalesce(any(t is transport for t, _ in self._waiting.values()))
         try:
@@ -494,20 +540,73 @@ class Worker:
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:  # told to hurry while it waited: it never started
-            await self._hand_back(transport, entries)
+            await self._hand_back(transport, entries, started=False)
             raise
         try:
-            if self._stopping:  # the worker stops: what has not started goes back
-                await self._hand_back(transport, entries)
+            if self._stopping or self._isolating is not None:
+                # The worker stops, or a suspect runs alone: what has not started goes back.
+                await self._hand_back(transport, entries, started=False)
                 return
-            await self._execute_in_slot(transport, handler, entries, call)
+            if transport.capabilities.uncounted_release and any(d.delivery_count > 1 for d, _ in entries):
+                await self._run_alone(transport, handler, entries, call)
+            else:
+                await self._execute_in_slot(transport, handler, entries, call)
         finally:
             self._slots.release()
 
-    async def _hand_back(self, transport: Transport, entries: list[tuple[Delivery, Envelope]]) -> None:
+    async def _run_alone(
+        self,
+        transport: Transport,
+        handler: Handler,
+        entries: list[tuple[Delivery, Envelope]],
+        call: Callable[[], Any],
+    ) -> None:
+        """Run a suspect alone: a job delivered before and never settled (a worker may have
+        died on it: a segfault, the OOM killer, the inline pool's watchdog). Nothing new is
+        received meanwhile; what this process holds and has not started goes back uncounted;
+        what runs finishes first. Then, if the suspect kills this process too, only its own
+        delivery count grows: jobs that were only prefetched beside it, or ran beside it,
+        are not pushed to their delivery limit with it and dead-lettered unrun."""
+        first, envelope = entries[0]
+        log.warning(
+            "job=%s id=%s is delivered for the %d. time without having finished: running it alone",
+            envelope.job, envelope.id, first.delivery_count,
+        )  # fmt: skip
+        self._isolating = first
+        taken = 0
+        try:
+            try:
+                await _quietly(transport.pause())
+                mine = {d for d, _ in entries}
+                while self._unstarted - mine:
+                    self._unstarted_shrank.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(0.2):
+                            await self._unstarted_shrank.wait()
+                for _ in range(self.settings.concurrency - 1):  # every other slot: nothing else runs
+                    await self._slots.acquire()
+                    taken += 1
+            except asyncio.CancelledError:  # told to hurry meanwhile: it never started
+                await self._hand_back(transport, entries, started=False)
+                raise
+            if self._stopping:
+                await self._hand_back(transport, entries, started=False)
+                return
+            await self._execute_in_slot(transport, handler, entries, call)
+        finally:
+            for _ in range(taken):
+                self._slots.release()
+            self._isolating = None
+            if not self._stopping:
+                await _quietly(transport.resume())
+
+    async def _hand_back(
+        self, transport: Transport, entries: list[tuple[Delivery, Envelope]], *, started: bool = True
+    ) -> None:
         for d, _ in entries:
             self._leased.pop(d, None)
-            await _quietly(transport.release(d))
+            await _quietly(transport.release(d, started=started))
+            self._resolved(d)
 
     async def _execute_in_slot(
         self,
@@ -517,6 +616,8 @@ class Worker:
         call: Callable[[], Any],
     ) -> None:
         first, envelope = entries[0]
+        for d, _ in entries:
+            self._resolved(d)
         started = time.monotonic()
         error: BaseException | None = None
         follow_up: Envelope | None = None
@@ -639,13 +740,12 @@ class Worker:
 
     def _call_inline(self, handler: Handler, call: Callable[[], Any]) -> Any:
         """Run a sync job on this thread, stopped by SIGALRM after its timeout; past its last
-        chance, :meth:`_watch` or SIGPROF (whose default action ends the process) ends it."""
+        chance, :meth:`_watch` (or, where no Python thread runs, faulthandler) ends the process."""
         timeout = self.settings.inline_timeout(handler)
         last_chance = 1.5 * timeout + 1
         try:
             self._job_name = handler.name
             self._job_deadline = time.monotonic() + last_chance
-            signal.setitimer(signal.ITIMER_PROF, last_chance * self._cpus)
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 self._in_job = True
@@ -656,23 +756,30 @@ class Worker:
             raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
         finally:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.setitimer(signal.ITIMER_PROF, 0)
             self._job_deadline = None
 
     def _watch(self, done: threading.Event) -> None:
         """The inline pool's watchdog thread: ends the process when a job runs on past its
         last chance (it wakes a few times a second; a job costs the loop two stores)."""
         period = min([1.0, *(self.settings.inline_timeout(h) / 4 for h in self.app.handlers.values())])
-        while not done.wait(max(period, 0.05)):
-            deadline = self._job_deadline
-            if deadline is not None and time.monotonic() > deadline:
-                log.critical(
-                    "job=%s runs on past its timeout where it cannot be stopped (it caught the "
-                    "alarm, or waits in C code); ending this worker process so that a fresh one "
-                    "takes over (the job is delivered again)",
-                    self._job_name,
-                )
-                os._exit(EXIT_REPLACE)  # the log's stream handler has flushed the line already
+        hung = hung_after(self.settings.lease)
+        try:
+            while True:
+                # Exit (with every thread's stack) unless this thread runs again within ``hung``.
+                faulthandler.dump_traceback_later(hung, exit=True)
+                if done.wait(max(period, 0.05)):
+                    return
+                deadline = self._job_deadline
+                if deadline is not None and time.monotonic() > deadline:
+                    log.critical(
+                        "job=%s runs on past its timeout where it cannot be stopped (it caught the "
+                        "alarm, or waits in C code); ending this worker process so that a fresh one "
+                        "takes over (the job is delivered again)",
+                        self._job_name,
+                    )
+                    os._exit(EXIT_REPLACE)  # the log's stream handler has flushed the line already
+        finally:
+            faulthandler.cancel_dump_traceback_later()
 
     def _on_alarm(self, signum: int, frame: Any) -> None:
         if self._in_job:  # not once the job has returned: the alarm came too late
@@ -831,9 +938,16 @@ class Worker:
             )  # fmt: skip
             await _quietly(transport.release(delivery, delay=REFUSED_RETRY_DELAY))
 
+    def _time_up(self) -> None:
+        if not self._stopping:
+            log.info("ran %g s (--max-time); recycling", self.settings.max_time)
+        self._finish(Exit.RECYCLE)
+
     def _check_recycle(self) -> None:
         s = self.settings
         if s.max_jobs is not None and self.processed >= s.max_jobs:
+            if not self._stopping:
+                log.info("ran %d jobs (--max-jobs %d); recycling", self.processed, s.max_jobs)
             self._finish(Exit.RECYCLE)
         elif s.max_memory_mb is not None and (resident := rss_mb()) > s.max_memory_mb:
             log.warning(
@@ -844,6 +958,13 @@ class Worker:
 
 class _Alarm(BaseException):
     """SIGALRM in an inline job: a BaseException, so the job's ``except Exception`` lets it by."""
+
+
+def hung_after(lease: float) -> float:
+    """Seconds the inline pool's watchdog may be silent before faulthandler ends the process:
+    within the 5/6 of the lease a job's start leaves it, and (for leases over 5 s) past the
+    last chance of any inline job (1.5 x lease / 3 + 1), so the watchdog acts first where it can."""
+    return 0.7 * lease
 
 
 def rss_mb() -> float:

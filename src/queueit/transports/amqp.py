@@ -533,6 +533,9 @@ class AmqpTransport:
             return
         self._buffer.put_nowait(message)
 
+    async def resume(self) -> None:
+        raise Unsupported("this transport does not resume a paused worker (uncounted_release is False)")
+
     async def pause(self) -> None:
         self._paused = True
         consumers, self._consumers = self._consumers, []
@@ -608,7 +611,8 @@ class AmqpTransport:
             await self._put(queue, self._new(message), message.delay)
         await self.ack(delivery)
 
-    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    async def release(self, delivery: Delivery, *, delay: float = 0.0, started: bool = True) -> None:
+        # ``started`` changes nothing: RabbitMQ counts every return (uncounted_release is False).
         token = _token(delivery)
         if not 0 <= delay <= MAX_DELAY:
             raise Unsupported(f"this transport delays messages by 0 to {MAX_DELAY:g} s, not {delay:g}")

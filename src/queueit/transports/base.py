@@ -78,6 +78,8 @@ class Capabilities:
             (:meth:`Transport.blocking_publisher`), with no event loop in between.
         leadership: one connection at a time can hold a named leadership
             (:meth:`Transport.lead`), freed by the broker when that connection goes.
+        uncounted_release: ``release(..., started=False)`` does not count the delivery
+            toward the delivery limit, and :meth:`Transport.resume` undoes a pause.
     """
 
     delay: bool
@@ -94,6 +96,7 @@ class Capabilities:
     groups: bool = False
     blocking_publish: bool = False
     leadership: bool = False
+    uncounted_release: bool = False
 
 
 #: The largest progress report a transport takes.
@@ -496,6 +499,13 @@ class Transport(Protocol):
     async def pause(self) -> None:
         """Stop receiving new deliveries; the ones held stay leased and can be settled."""
 
+    async def resume(self) -> None:
+        """Receive again after :meth:`pause`, up to each subscription's prefetch.
+
+        Raises:
+            Unsupported: the transport cannot (``capabilities.uncounted_release``).
+        """
+
     async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
         """The next delivery, or None after ``timeout`` seconds.
 
@@ -535,8 +545,12 @@ class Transport(Protocol):
                 that is not UTF-8.
         """
 
-    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
-        """Give ``delivery`` back to its queue, redelivered after ``delay`` seconds."""
+    async def release(self, delivery: Delivery, *, delay: float = 0.0, started: bool = True) -> None:
+        """Give ``delivery`` back to its queue, redelivered after ``delay`` seconds.
+
+        ``started=False``: the consumer never began on it (it was prefetched). Where
+        ``capabilities.uncounted_release``, this delivery then does not count toward the
+        delivery limit; elsewhere it counts as any."""
 
     async def reject(
         self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""

@@ -60,6 +60,7 @@ CAPABILITIES = Capabilities(
     groups=True,
     blocking_publish=True,
     leadership=True,
+    uncounted_release=True,
 )
 #: Deliveries after which a message goes to the dead-letter queue (as on queueit's broker).
 MAX_DELIVERIES = 10
@@ -395,6 +396,10 @@ class MemoryTransport:
     async def pause(self) -> None:
         self._paused = True
 
+    async def resume(self) -> None:
+        self._paused = False
+        self.wake()
+
     async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
         self._check_open()
         assert self._woken is not None
@@ -489,9 +494,11 @@ class MemoryTransport:
             )
             self._put(group.queue, released, GroupOutcome(report.group_id, members))
 
-    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    async def release(self, delivery: Delivery, *, delay: float = 0.0, started: bool = True) -> None:
         with self.broker._lock:
             q, message = self.broker.settle(self, self._token(delivery))
+            if not started and message.deliveries > 0:
+                message.deliveries -= 1  # never begun on: this delivery does not count
             self.broker.give_back(q, message, delay)
         self.wake()  # a free slot: this consumer may take the next message
 

@@ -82,6 +82,7 @@ CAPABILITIES = Capabilities(
     progress=True,
     groups=True,
     blocking_publish=True,
+    uncounted_release=True,
 )
 
 
@@ -135,6 +136,7 @@ class QueueitTransport:
         self._heartbeat_ms = DEFAULT_HEARTBEAT_MS  # both ways
         self._client = self._new_client()
         self._queues: dict[str, str] = {}  # subscription id -> queue name
+        self._prefetch: dict[str, int] = {}  # subscription id -> its prefetch
         self._declared: set[str] = set()
 
     @classmethod
@@ -273,6 +275,7 @@ class QueueitTransport:
                 receipt=True,
             )
         self._queues[sub] = queue
+        self._prefetch[sub] = prefetch
 
     async def listen(self, topic: str, *, group: str, prefetch: int, lease: float = 60.0) -> str:
         queue = listener_queue(group, topic)
@@ -285,6 +288,11 @@ class QueueitTransport:
         with _mapped:
             for sub in self._queues:
                 await self._client.set_prefetch(sub, 0, receipt=True)
+
+    async def resume(self) -> None:
+        with _mapped:
+            for sub in self._queues:
+                await self._client.set_prefetch(sub, self._prefetch[sub], receipt=True)
 
     async def next_delivery(self, timeout: float | None = None) -> Delivery | None:
         with _mapped:
@@ -389,9 +397,11 @@ class QueueitTransport:
                 await self._send_all(members, tx)
             await client.commit(tx, receipt=True)
 
-    async def release(self, delivery: Delivery, *, delay: float = 0.0) -> None:
+    async def release(self, delivery: Delivery, *, delay: float = 0.0, started: bool = True) -> None:
         with _mapped:
-            await self._client.nack(_message(delivery), delay_ms=_ms(delay) if delay else None)
+            await self._client.nack(
+                _message(delivery), delay_ms=_ms(delay) if delay else None, started=started
+            )
 
     async def reject(
         self, delivery: Delivery, reason: Literal["invalid", "rejected"], error: str = ""
