@@ -262,6 +262,35 @@ def test_bad_worker_arguments_are_refused_with_the_reason(args: list[str], said:
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("source", "said"),
+    [
+        ("def broken(:\n", "cannot import 'brokenapp': invalid syntax ("),
+        ("raise RuntimeError('no config')\n", "importing 'brokenapp' raised RuntimeError: no config ("),
+    ],
+)
+def test_an_app_that_fails_to_import_is_one_line_and_names_the_place(
+    tmp_path: Path, source: str, said: str
+) -> None:
+    (tmp_path / "brokenapp.py").write_text(source)
+    result = subprocess.run(
+        [sys.executable, "-m", "queueit", "worker", "brokenapp:app"],
+        check=False, cwd=tmp_path, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert said in result.stderr
+    assert "brokenapp.py, line 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_queue_no_job_uses_is_taken_with_a_warning(start_worker: StartWorker) -> None:
+    worker = start_worker("--queues", "wrok")  # a typo of "work"
+    wait_until(lambda: worker.consuming() == 1, "the worker to subscribe", log=worker.log)
+    assert "warning: no job of tests.jobs.sample_app:app uses queue 'wrok'" in worker.log()
+    worker.signal(signal.SIGTERM)
+    assert worker.wait() == 0
+
+
 def test_the_worker_accepts_a_shutdown_timeout_of_zero() -> None:
     args = build_parser().parse_args(["worker", "tests.jobs.sample_app:app", "--shutdown-timeout", "0"])
     assert args.shutdown_timeout == 0.0

@@ -141,4 +141,13 @@ def worker(args: argparse.Namespace) -> int:
     if not (settings.queues or app.queues() or app.listeners):
         print(f"queueit worker: {args.app} has no jobs or listeners: nothing to work on", file=sys.stderr)
         return 2
+    known = set(app.queues() + app.listener_queues())
+    for queue in settings.queues:
+        if queue not in known:  # a typo, most likely; or jobs sent there with send_with(queue=...)
+            uses = ", ".join(sorted(known)) or "none"
+            print(
+                f"queueit worker: warning: no job of {args.app} uses queue {queue!r} (its jobs use "
+                f"{uses}); only jobs sent there with send_with(queue=...) will run",
+                file=sys.stderr,
+            )
     return run_supervisor(args.app, settings, args.processes)

@@ -54,6 +54,7 @@ import enum
 import faulthandler
 import functools
 import logging
+import math
 import os
 import resource
 import signal
@@ -103,6 +104,9 @@ MAX_REASON = 1_000
 #: A sync job that overran its timeout in a thread runs on until its process exits: within
 #: the shutdown timeout plus the hand-back wait. Its retry waits that long and this much more.
 OVERRUN_RETRY_MARGIN = 2 * HAND_BACK_TIMEOUT
+#: Seconds between two warnings while the broker stays out of reach (the attempts between
+#: are logged at DEBUG).
+RECONNECT_SAID_EVERY = 60.0
 #: A worker process's exit code for "start a fresh process now" (EX_TEMPFAIL): recycled, or a
 #: sync job overran its hard timeout and could not be stopped.
 EXIT_REPLACE = 75
@@ -322,6 +326,7 @@ class Worker:
 
     async def _connect(self) -> None:
         delays = self.settings.reconnect_delays
+        said_at = -math.inf  # a failure is a warning once, then again once a minute at most
         for attempt in range(sys.maxsize):
             transport = self.app.open_transport()
             if self._inline:  # a sync job holds the loop for up to a third of the lease
@@ -342,10 +347,20 @@ class Worker:
                 with contextlib.suppress(TransportError, OSError):
                     await transport.close()
                 wait = delays[min(attempt, len(delays) - 1)]
+                now = time.monotonic()
+                level = logging.DEBUG
+                if now - said_at >= RECONNECT_SAID_EVERY:
+                    said_at, level = now, logging.WARNING
+                again = f"; trying again in {wait:.1f} s" + (f" (attempt {attempt + 1})" if attempt else "")
                 if isinstance(exc, TransportRefused):  # a login, permission or queue refused
-                    log.error("the broker refused this worker (%s); trying again in %.1f s", exc, wait)
+                    log.log(
+                        logging.ERROR if level == logging.WARNING else level,
+                        "the broker refused this worker (%s)%s",
+                        exc,
+                        again,
+                    )
                 else:
-                    log.warning("cannot reach the broker (%s); trying again in %.1f s", exc, wait)
+                    log.log(level, "cannot reach the broker (%s)%s", exc, again)
                 assert self._stop is not None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), wait)
