@@ -1,14 +1,13 @@
 """One worker process: ``python -m queueit.jobs.process SETTINGS_JSON`` (started by the supervisor).
 
 Signals: the first SIGTERM or SIGINT stops taking jobs and lets running ones finish up to the
-shutdown timeout; a second hands them back at once. A SIGTERM within :data:`SAME_STOP` seconds of
+shutdown timeout; a second hands them back at once. A SIGTERM within :data:`SAME_STOP` s of
 the first is the same stop, not a second one: systemd's default ``KillMode=control-group``
 signals every process of the service at once, beside the supervisor's own forward, and Linux
 may deliver the parent-death signal twice (the supervisor forwards a real second stop as
-SIGINT). The exit code tells the supervisor what
-to do next: :data:`EXIT_STOPPED` (done), :data:`EXIT_REPLACE` (start a fresh process now:
-recycled, or a sync job overran its hard timeout), anything else is a crash (restart with
-back-off).
+SIGINT). The exit code tells the supervisor what to do next: :data:`EXIT_STOPPED` (done),
+:data:`EXIT_REPLACE` (start a fresh process now: recycled, or a sync job overran its hard
+timeout), anything else is a crash (restart with back-off).
 """
 
 from __future__ import annotations
@@ -162,6 +161,9 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the supervisor handles reloads
     ready = os.environ.pop(READY_FD_ENV, "")
     ready_fd = int(ready) if ready.isdigit() else None
+    if ready_fd is not None:  # held for this process's life: not for processes its jobs start
+        with contextlib.suppress(OSError):
+            os.set_inheritable(ready_fd, False)
     _tell(ready_fd, SIGNALS_READY)
     app_spec, settings = settings_from_json(argv[0])
     try:
