@@ -18,6 +18,7 @@ from queueit.jobs.options import PLAIN_SEND as PLAIN
 from queueit.jobs.worker import Worker, WorkerSettings
 from queueit.transports import Outgoing
 from queueit.transports.memory import MemoryBroker, MemoryTransport
+from queueit.transports.stomp import QueueitTransport
 
 from ..conftest import BrokerProcess, run_worker_until, start_broker, wait_until
 from . import sample_app as jobs
@@ -95,3 +96,43 @@ def test_a_job_delivered_before_runs_alone_and_what_waited_beside_it_is_not_coun
         assert all(e <= start or s >= end for s, e in others), f"{suspect} ran beside another job"
     # Delivered once before (a, b); the others, handed back uncounted while a suspect ran, once.
     assert seen == {"a": 2, "b": 2, "c": 1, "d": 1, "e": 1}
+
+
+def test_a_suspect_with_every_slot_taken_hands_back_what_waits_for_one(broker: BrokerProcess) -> None:
+    # --concurrency 1 over three queues (each subscription prefetches 1): while a job of q2
+    # holds the one slot, the suspect (q1) and a job of q3 wait for it; the suspect gets it,
+    # and the job of q3 must go back rather than wait for ever for the slot the suspect holds
+    # (nor the suspect for it).
+    url = f"queueit://{broker.host}:{broker.port}"
+    app = App(url)
+    ran: list[tuple[str, int]] = []
+
+    @app.job(queue="q1")
+    def first(name: str) -> None:
+        ran.append((name, current().delivery.delivery_count))
+
+    @app.job(queue="q2")
+    def second(name: str) -> None:
+        time.sleep(0.5)
+        ran.append((name, current().delivery.delivery_count))
+
+    @app.job(queue="q3")
+    def third(name: str) -> None:
+        ran.append((name, current().delivery.delivery_count))
+
+    async def prepare() -> None:
+        t = QueueitTransport(broker.host, broker.port)
+        await t.connect()
+        await t.publish("q1", Outgoing(first.envelope(("suspect",), {}, PLAIN).encode()))
+        await t.consume("q1", prefetch=1, lease=30)
+        assert await t.next_delivery(5) is not None
+        await t.close()  # delivered, never settled: a suspect now
+        await app.apublish_envelope(second.envelope(("long",), {}, PLAIN), PLAIN, second.options)
+        await app.apublish_envelope(third.envelope(("waiting",), {}, PLAIN), PLAIN, third.options)
+        await app.aclose()
+
+    asyncio.run(prepare())
+    worker = Worker(app, WorkerSettings(concurrency=1, queues=("q2", "q1", "q3")))
+    run_worker_until(worker, lambda: len(ran) == 3, 15)
+    app.close()
+    assert sorted(ran) == [("long", 1), ("suspect", 2), ("waiting", 1)]

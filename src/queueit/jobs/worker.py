@@ -236,6 +236,9 @@ class Worker:
         self._unstarted: set[Delivery] = set()
         self._unstarted_shrank = asyncio.Event()
         self._isolating: Delivery | None = None  # the suspect running alone, if one is
+        # Tasks waiting for a slot: a suspect cancels them (they hand their deliveries back),
+        # since with every slot taken (--concurrency 1) they would wait for it for ever.
+        self._slot_waiters: set[asyncio.Task[Any]] = set()
         self._slots = asyncio.Semaphore(self.settings.concurrency)  # jobs running at once
         self._late: list[Delivery] = []  # received as the worker stopped: released after the pause
         self._in_job = False  # an inline sync job runs (SIGALRM may stop it)
@@ -552,11 +555,20 @@ class Worker:
         # One slot per run (a batch is one): --concurrency over all the queues and listener
         # groups this process takes (each subscription may prefetch that many); the job's
         # clock, its timeout's included, starts once it has one.
+        if self._isolating is not None:  # a suspect runs alone: back, without waiting for a slot
+            await self._hand_back(transport, entries, started=False)
+            return
+        waiter = asyncio.current_task()
+        if waiter is not None:
+            self._slot_waiters.add(waiter)
         try:
             await self._slots.acquire()
-        except asyncio.CancelledError:  # told to hurry while it waited: it never started
+        except asyncio.CancelledError:  # told to hurry (or a suspect came) while it waited: never started
             await self._hand_back(transport, entries, started=False)
             raise
+        finally:
+            if waiter is not None:
+                self._slot_waiters.discard(waiter)
         try:
             if self._stopping or self._isolating is not None:
                 # The worker stops, or a suspect runs alone: what has not started goes back.
@@ -594,6 +606,8 @@ class Worker:
                 await _quietly(transport.pause())
                 mine = {d for d, _ in entries}
                 while self._unstarted - mine:
+                    for waiter in self._slot_waiters - {asyncio.current_task()}:
+                        waiter.cancel()  # it hands its delivery back (_execute)
                     self._unstarted_shrank.clear()
                     with contextlib.suppress(TimeoutError):
                         async with asyncio.timeout(0.2):
