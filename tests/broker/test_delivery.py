@@ -1781,4 +1781,9 @@ def test_a_nack_saying_the_consumer_never_started_does_not_count_the_delivery() 
     assert message.deliveries == 2
     with pytest.raises(InvalidHeader, match="started must be true or false"):
         core.handle(consumer, nack(message.id, started="maybe"))
+    assert message.id in consumer.pending  # refused before anything was taken: still held
+    core.handle(consumer, begin("t"))
+    with pytest.raises(InvalidHeader, match="started must be true or false"):
+        core.handle(consumer, nack(message.id, "t", started="maybe"))  # refused as it comes, not at COMMIT
+    core.handle(consumer, ack(message.id))
     assert "DLQ.q" not in core.queues  # nothing was dead-lettered

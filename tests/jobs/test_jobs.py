@@ -12,6 +12,7 @@ import re
 import sys
 import threading
 import time
+import typing
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Literal
@@ -305,6 +306,7 @@ def test_a_hint_that_cannot_be_resolved_leaves_the_others_checked() -> None:
         ([], tuple[int, ...], ()),
         ([], tuple[()], ()),
         ([1, "x", None], tuple, (1, "x", None)),
+        ([1, "x", None], typing.Tuple, (1, "x", None)),  # noqa: UP006 (a bare Tuple takes any items)
         (["notint", 5], tuple[int, str], "t[0]: expected int, got str"),
         ([1, "a", "extra"], tuple[int, str], "t: expected 2 items, got 3"),
         ([1], tuple[int, str], "t: expected 2 items, got 1"),

@@ -745,6 +745,9 @@ class BrokerCore:
         reason = ev.headers.get("reason", "rejected")
         if reason not in ("rejected", "invalid"):
             raise InvalidHeader(f"NACK reason must be rejected or invalid, got {reason[:40]!r}.")
+        started = ev.headers.get("started", "true")
+        if started not in ("true", "false"):  # before anything is taken: a refusal changes nothing
+            raise InvalidHeader(f"NACK started must be true or false, got {started[:40]!r}.")
         if ev.transaction is not None:
             self._buffer(s, ev.transaction, ev, _headers_size(ev.headers))
             return
@@ -754,9 +757,6 @@ class BrokerCore:
         if ev.headers.get("requeue") == "false":
             queue.dead_letter(queue, messages, reason, ev.headers.get("error", "")[:MAX_ERROR_TEXT])
         else:
-            started = ev.headers.get("started", "true")
-            if started not in ("true", "false"):
-                raise InvalidHeader(f"NACK started must be true or false, got {started[:40]!r}.")
             for message in messages:
                 message.avoid = sub
             queue.requeue(messages, now, delay, started=started == "true")

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
 DEAD_LETTER_HEADER_PREFIX = "x-dead-letter-"
 #: Messages one list, show or redrive request handles at most.
 MAX_BATCH = 10_000
-#: A listing with bodies adds no more dead letters past this many bytes of JSON (one always).
-MAX_LISTING_BYTES = 1024 * 1024
+#: A listing with bodies adds no more dead letters past this many bytes of JSON (one always):
+#: within the 32 MiB the admin client reads, few pages (each reads the oldest ones again).
+MAX_LISTING_BYTES = 8 * 1024 * 1024
 
 Respond = Callable[[dict[str, Any]], None]
 

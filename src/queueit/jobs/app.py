@@ -374,8 +374,10 @@ class App:
 
         Returns their job ids, in order, once the broker holds every one of them. On
         ``queueit://`` and ``memory://`` the step is atomic (on queueit's broker, one journal
-        write): after an error, none of the runs was queued. On ``amqp://`` each is confirmed
-        on its own, all in flight together: after an error, some may have been. At most
+        write): a refusal leaves none of the runs queued; a connection lost before the answer
+        leaves all or none, unknown which, as for one send (and the one resend a lost
+        connection gets may queue them twice). On ``amqp://`` each is confirmed on its own,
+        all in flight together: after an error, some may have been queued. At most
         :data:`MAX_SEND_MANY` runs, and 32 MiB of messages, per call: split a longer list.
 
         Raises:

@@ -112,7 +112,8 @@ def convert(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, list):
             raise InvalidMessage(f"{where}: expected a JSON array, got {type(value).__name__}")
         item = typing.get_args(hint)
-        if origin is tuple:  # tuple[X, Y], tuple[X, ...] or tuple[()] (whose args are empty)
+        # tuple[X, Y], tuple[X, ...] or tuple[()] (whose args are empty too); not a bare Tuple
+        if origin is tuple and hint is not typing.Tuple:  # noqa: UP006 (a value, not a hint)
             value = _tuple_items(value, item, where)
         elif item:
             value = [convert(v, item[0], f"{where}[{i}]") for i, v in enumerate(value)]

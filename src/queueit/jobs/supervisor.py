@@ -112,6 +112,11 @@ class Supervisor:
 
     async def _spawn(self, slot: Slot) -> None:
         process = await self._start()
+        if slot.process is not None:  # a reload filled the slot while this one started: one too many
+            slot.retired.append(process)
+            self._watch(slot, process)
+            self._terminate(process)
+            return
         slot.process, slot.started = process, time.monotonic()
         log.info("worker process %d started (slot %d)", process.pid, slot.index)
         self._watch(slot, process)

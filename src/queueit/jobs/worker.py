@@ -25,10 +25,11 @@ then (invariants):
   never returns to Python) ends the process at 1.5 x its timeout + 1 s: a watchdog thread
   exits with :data:`EXIT_REPLACE`. Where C code holds the GIL, so that no Python thread runs,
   faulthandler's own thread (C, no GIL needed), which the watchdog re-arms on every tick,
-  dumps every thread's stack and exits once the watchdog has been silent for
-  :func:`hung_after` (0.7 x the lease): before the job's lease runs out, which the job's
-  start left at least 5/6 unused (below). The supervisor starts a fresh process; the job is
-  delivered again, never while the stuck process still runs it.
+  dumps every thread's stack and exits at :func:`hung_after` (0.7 x the lease) after the
+  job's start (or, between jobs, once the watchdog has been silent that long): before the
+  job's lease runs out, which the job's start left at least 5/6 unused (below). The
+  supervisor starts a fresh process; the job is delivered again, never while the stuck
+  process still runs it.
 * Nothing is renewed while an inline job runs, so before each one the worker extends every
   lease it holds that is more than a sixth used. A lease is then at most 5/6 used at any
   time: 1/6 before the check, plus one inline job (1/3), plus 1/3 for bytes the blocked loop
@@ -104,6 +105,8 @@ MAX_REASON = 1_000
 #: A sync job that overran its timeout in a thread runs on until its process exits: within
 #: the shutdown timeout plus the hand-back wait. Its retry waits that long and this much more.
 OVERRUN_RETRY_MARGIN = 2 * HAND_BACK_TIMEOUT
+#: Seconds between two warnings while a process to be replaced still finishes its jobs.
+RETIRING_SAID_EVERY = 300.0
 #: Seconds between two warnings while the broker stays out of reach (the attempts between
 #: are logged at DEBUG).
 RECONNECT_SAID_EVERY = 60.0
@@ -245,6 +248,7 @@ class Worker:
         # The running inline job's name and when the watchdog ends the process (monotonic).
         self._job_name = ""
         self._job_deadline: float | None = None
+        self._job_started = 0.0  # when the running inline job started (monotonic)
 
     # -- control -----------------------------------------------------------------------------
 
@@ -370,6 +374,8 @@ class Worker:
                 if self._stop.is_set():
                     return
                 continue
+            if self._isolating is not None:  # a suspect runs alone: nothing received until it ends
+                await _quietly(transport.pause())
             self._transport = transport
             events = [listener.name for listener in self.listeners]
             log.info("worker %s taking jobs from %s", self.identity, ", ".join(self.queues + events))
@@ -462,11 +468,20 @@ class Worker:
                     self.settings.shutdown_timeout,
                     len(self._running),
                 )
+            began = said = time.monotonic()
             while self._running and not self._hurry:
                 told = self._told_at
-                left = None if told is None else told + self.settings.shutdown_timeout - time.monotonic()
+                now = time.monotonic()
+                left = None if told is None else told + self.settings.shutdown_timeout - now
                 if left is not None and left <= 0:
                     break
+                if left is None and now - said >= RETIRING_SAID_EVERY:  # a job that never returns?
+                    said = now
+                    log.warning(
+                        "still finishing %d job(s) after %.0f s before this process is replaced "
+                        "(a job without a timeout that never returns keeps it; SIGTERM ends the wait)",
+                        len(self._running), now - began,
+                    )  # fmt: skip
                 await asyncio.wait(set(self._running), timeout=0.2 if left is None else min(0.2, left))
         for task in list(self._running):
             task.cancel()  # the task hands its delivery back
@@ -564,6 +579,7 @@ class Worker:
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:  # told to hurry (or a suspect came) while it waited: never started
+            self._slot_waiters.discard(waiter)  # cancelled once: not again mid-hand-back
             await self._hand_back(transport, entries, started=False)
             raise
         finally:
@@ -626,8 +642,15 @@ class Worker:
             for _ in range(taken):
                 self._slots.release()
             self._isolating = None
-            if not self._stopping:
-                await _quietly(transport.resume())
+            current = self._transport  # the suspect's, or one connected since (_connect paused it)
+            if current is not None and not self._stopping:
+                await _quietly(current.resume())
+                await self._pause_if_stopping(current)
+
+    async def _pause_if_stopping(self, transport: Transport) -> None:
+        """A stop that came while ``transport`` resumed: pause it again, as _shut_down wants."""
+        if self._stopping:
+            await _quietly(transport.pause())
 
     async def _hand_back(
         self, transport: Transport, entries: list[tuple[Delivery, Envelope]], *, started: bool = True
@@ -762,6 +785,10 @@ class Worker:
                     timeout,
                 )
                 self._finish(Exit.REPLACE)
+                # Its retry waits the shutdown timeout and a margin for this process to end:
+                # the other jobs get the shutdown timeout, not the time they need.
+                if self._told_at is None:
+                    self._told_at = time.monotonic()
                 raise JobTimeout(f"{handler.name} ran longer than its {timeout:g} s timeout") from None
         finally:
             running_trace.reset(trace)
@@ -774,7 +801,8 @@ class Worker:
         last_chance = 1.5 * timeout + 1
         try:
             self._job_name = handler.name
-            self._job_deadline = time.monotonic() + last_chance
+            self._job_started = time.monotonic()
+            self._job_deadline = self._job_started + last_chance
             signal.setitimer(signal.ITIMER_REAL, timeout)
             try:
                 self._in_job = True
@@ -794,8 +822,10 @@ class Worker:
         hung = hung_after(self.settings.lease)
         try:
             while True:
-                # Exit (with every thread's stack) unless this thread runs again within ``hung``.
-                faulthandler.dump_traceback_later(hung, exit=True)
+                # Exit (with every thread's stack) unless this thread runs again within
+                # ``hung``; while a job runs, at ``hung`` after its start whenever it took the GIL.
+                left = hung if self._job_deadline is None else self._job_started + hung - time.monotonic()
+                faulthandler.dump_traceback_later(max(left, 0.05), exit=True)
                 if done.wait(max(period, 0.05)):
                     return
                 deadline = self._job_deadline
