@@ -65,7 +65,7 @@ GROUP_CONTENT_TYPE = "application/vnd.queueit.group+json"
 #: Dead letters one listing reads at most.
 MAX_LIST = 10_000
 #: An admin reply is JSON: one dead letter of 4 MiB (the broker's default largest body) can
-#: take 6x that once escaped, and a page of them is cut at 1 MiB after its first.
+#: take 6x that once escaped, and a page of them is cut at 8 MiB after its first.
 ADMIN_LIMITS = Limits(max_frame_size=32 * MIB, max_body_size=32 * MIB - 64 * KIB)
 
 CAPABILITIES = Capabilities(
@@ -421,7 +421,7 @@ class QueueitTransport:
         return f"DLQ.{queue}"
 
     async def dead_letters(self, queue: str, limit: int) -> list[StoredMessage]:
-        # In pages: the broker cuts a listing with bodies at about 1 MiB and says where to
+        # In pages: the broker cuts a listing with bodies at about 8 MiB and says where to
         # go on (``next``), since a reply is one frame.
         limit = min(limit, MAX_LIST)
         found: list[StoredMessage] = []
