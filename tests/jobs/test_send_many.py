@@ -18,6 +18,7 @@ from queueit.transports import TransportRefused
 from queueit.transports.stomp import QueueitTransport
 
 from ..conftest import start_broker
+from ..transports.contract import drain
 
 
 def _envelopes(found: list[Envelope | Plain]) -> list[Envelope]:
@@ -122,15 +123,6 @@ def test_a_batch_jobs_send_many_queues_items_that_arrive_together() -> None:
     assert max(len(batch) for batch in j.batches) == 100
 
 
-async def _drain(transport: QueueitTransport, queue: str, seconds: float = 0.5) -> list[bytes]:
-    await transport.consume(queue, prefetch=100, lease=30)
-    got = []
-    while (delivery := await transport.next_delivery(seconds)) is not None:
-        got.append(delivery.body)
-        await transport.ack(delivery)
-    return got
-
-
 def test_on_queueits_broker_send_many_is_all_or_nothing(tmp_path: Path) -> None:
     # The broker refuses the step's COMMIT (a queue at its limit refuses publishes): none of
     # its runs may be left queued, the ones before the full queue's included.
@@ -154,7 +146,7 @@ def test_on_queueits_broker_send_many_is_all_or_nothing(tmp_path: Path) -> None:
             t = QueueitTransport(broker.host, broker.port)
             await t.connect()
             try:
-                return await _drain(t, "notify"), await _drain(t, "full")
+                return await drain(t, "notify", 0.5), await drain(t, "full", 0.5)
             finally:
                 await t.close()
 

@@ -82,6 +82,16 @@ async def dead_letters(t: Transport, queue: str, count: int, timeout: float = 10
     return dead
 
 
+async def drain(t: Transport, queue: str, settle: float = 3.0) -> list[bytes]:
+    """Every body ``queue`` delivers within ``settle`` seconds of quiet, acked."""
+    await t.consume(queue, prefetch=50, lease=30)
+    bodies = []
+    while (delivery := await t.next_delivery(settle)) is not None:
+        bodies.append(delivery.body)
+        await t.ack(delivery)
+    return bodies
+
+
 @scenario
 async def published_messages_arrive_unchanged(b: Backend) -> None:
     q = fresh()

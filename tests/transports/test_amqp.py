@@ -14,7 +14,7 @@ from queueit.transports import Outgoing, TransportClosed, TransportRefused, open
 from queueit.transports.amqp import MAX_DELIVERIES, AmqpTransport, delay_bucket
 
 from ..rabbitmq import RabbitNode, free_port
-from .contract import Backend, dead_letters, fresh, get, nothing, taken
+from .contract import Backend, dead_letters, drain, fresh, get, nothing, taken
 
 
 @pytest.fixture
@@ -190,16 +190,6 @@ def memory_alarm(rabbitmq: RabbitNode) -> Iterator[None]:
         rabbitmq.ctl("set_vm_memory_high_watermark", "0.4")
 
 
-async def drain(t: AmqpTransport, queue: str, settle: float = 3.0) -> list[bytes]:
-    """Every body ``queue`` delivers within ``settle`` seconds of quiet, acked."""
-    await t.consume(queue, prefetch=50, lease=30)
-    bodies = []
-    while (delivery := await t.next_delivery(settle)) is not None:
-        bodies.append(delivery.body)
-        await t.ack(delivery)
-    return bodies
-
-
 def test_a_call_rabbitmq_does_not_answer_drops_the_connection_instead_of_hanging(
     rabbitmq: RabbitNode,
 ) -> None:
@@ -224,7 +214,7 @@ def test_a_call_rabbitmq_does_not_answer_drops_the_connection_instead_of_hanging
             await t.close()  # ...nor is its close
             assert time.monotonic() - started < 12
         async with Backend("after", lambda: AmqpTransport(rabbitmq.url)).open() as after:
-            bodies = await drain(after, q)  # type: ignore[arg-type]
+            bodies = await drain(after, q)
         assert bodies.count(b"before") == 1  # given back by the dropped connection
         assert bodies.count(b"during") <= 1
 
@@ -247,7 +237,7 @@ def test_a_leaders_publish_rabbitmq_does_not_answer_lands_with_its_mark_or_not_a
             await t.close()
         async with Backend("next", lambda: AmqpTransport(rabbitmq.url)).open() as after:
             successor = await taken(after, name, timeout=30)  # once RabbitMQ let the old one go
-            bodies = await drain(after, q)  # type: ignore[arg-type]
+            bodies = await drain(after, q)
         # Both or neither: the next leader starts after the last tick that was sent.
         assert bodies == ([b"tick-1", b"tick-2"] if successor.mark == "2" else [b"tick-1"]), (
             successor.mark,
@@ -304,7 +294,7 @@ def test_a_redrive_longer_than_the_timeout_is_bounded_per_call_not_as_a_whole(ra
             started = time.monotonic()
             assert await t.redrive(q, None) == 4_000
             took = time.monotonic() - started
-            bodies = await drain(t, q, settle=1.0)  # type: ignore[arg-type]
+            bodies = await drain(t, q, settle=1.0)
         assert sorted(map(int, bodies)) == list(range(4_000))
         assert took > 2, f"the redrive took {took:.1f} s: too quick to show anything"
 

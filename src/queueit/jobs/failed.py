@@ -105,9 +105,8 @@ async def list_failed(
 async def find(transport: Transport, queues: Sequence[str], message_id: str) -> FailedJob | None:
     """The dead letter with ``message_id`` (or whose job has that id), among the oldest
     :data:`MAX_LISTED` of each queue."""
-    for queue in queues:
-        for message in await transport.dead_letters(queue, MAX_LISTED):
-            failed = read(message, queue)
+    for queue in queues:  # one queue at a time: each has its own window
+        for failed in await list_failed(transport, [queue]):
             if failed.id == message_id or (failed.envelope is not None and failed.envelope.id == message_id):
                 return failed
     return None

@@ -579,12 +579,10 @@ class Worker:
         try:
             await self._slots.acquire()
         except asyncio.CancelledError:  # told to hurry (or a suspect came) while it waited: never started
-            self._slot_waiters.discard(waiter)  # cancelled once: not again mid-hand-back
+            self._slot_waiters.discard(waiter)  # before the await: cancelled once
             await self._hand_back(transport, entries, started=False)
             raise
-        finally:
-            if waiter is not None:
-                self._slot_waiters.discard(waiter)
+        self._slot_waiters.discard(waiter)
         try:
             if self._stopping or self._isolating is not None:
                 # The worker stops, or a suspect runs alone: what has not started goes back.
