@@ -24,14 +24,17 @@ _kept: list[bytearray] = []
 
 
 def others_alive(kind: str) -> int:
-    """Processes other than this one that recorded ``kind`` and still run (zombies are dead)."""
+    """Processes other than this one that recorded ``kind`` and still run. A zombie is dead,
+    and so is a process in its exit whose files are closed already: the kernel closes its
+    sockets (which makes the broker deliver its job again) before it becomes a zombie."""
     pids: set[int] = set()
     with contextlib.suppress(OSError), open(os.environ.get("QUEUEIT_LEDGER", os.devnull)) as f:
         pids = {int(p[2]) for p in (line.split() for line in f) if p and p[0] == kind}
     alive = 0
     for pid in pids - {os.getpid()}:
         with contextlib.suppress(OSError), open(f"/proc/{pid}/stat") as stat:
-            alive += stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            running = stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+            alive += running and bool(os.listdir(f"/proc/{pid}/fd"))
     return alive
 
 
